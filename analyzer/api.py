@@ -1,0 +1,47 @@
+"""The Python API: ``analyze(path)`` -> tables (pandas) of connections and state changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analyzer.pipeline import (EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records,
+                               state_events)
+from analyzer.tracker import Timeouts
+
+
+@dataclass
+class Analysis:
+    """The result of analyzing captures.
+
+    ``connections``: one row per connection, columns as ``RECORD_FIELDS`` documents.
+    ``events``: one row per endpoint state change, columns as ``EVENT_FIELDS`` documents.
+    ``files``: per file, the reader's statistics and any damage found (``problems``).
+    """
+
+    connections: pd.DataFrame
+    events: pd.DataFrame
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def problems(self):
+        return [p for f in self.files for p in f.problems]
+
+    def records(self) -> list[dict]:
+        return self.connections.to_dict("records")
+
+
+def analyze(*paths: str, timeouts: Timeouts | None = None) -> Analysis:
+    """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
+    cannot be read at all; partial damage is reported in ``Analysis.problems``."""
+    reports: list[FileReport] = []
+    rows, events = [], []
+    for rec, conn in iter_records(paths, reports, timeouts):
+        rows.append(rec)
+        events.extend(state_events(conn, rec["file"]))
+    conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
+    if not conns.empty:
+        conns = conns.sort_values(["file", "conn"], kind="stable").reset_index(drop=True)
+    ev = pd.DataFrame(events, columns=list(EVENT_FIELDS))
+    return Analysis(conns, ev, reports)

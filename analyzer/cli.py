@@ -1,0 +1,237 @@
+"""The `rstscope` command: a thin layer over the library.
+
+``main(argv) -> int`` parses arguments, runs one subcommand, and is the one place where
+exceptions become messages and exit codes: 0 success, 1 input read but partly bad (a partial
+result was still written), 2 usage error or unreadable input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from analyzer import __version__, cases
+from analyzer.errors import CaptureError, RstscopeError, UnreadableCapture, UsageError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rstscope",
+        description="Why did my TCP connection get reset? Reads captures, rebuilds both "
+                    "endpoints' TCP states, and names how each connection ended.")
+    p.add_argument("--version", action="version", version=f"rstscope {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("analyze", help="analyze pcap/pcapng captures ('-' reads stdin)")
+    a.add_argument("files", nargs="+", metavar="FILE")
+    a.add_argument("--all", action="store_true", help="list every connection, not only "
+                                                      "abnormal endings")
+    a.add_argument("--json", action="store_true", help="JSON Lines on stdout, one object per "
+                                                       "connection (in the order they end)")
+    a.add_argument("--csv", metavar="FILE", help="write the connections table as CSV")
+    a.add_argument("--parquet", metavar="FILE", help="write the connections table as Parquet")
+    a.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
+    a.add_argument("--port", type=int, action="append", metavar="N",
+                   help="only connections with this port on either side (repeatable)")
+    a.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+    c = sub.add_parser("cases", help="print the case catalog")
+    c.add_argument("--json", action="store_true")
+
+    lab = sub.add_parser("lab", help="reproduce catalog cases with real sockets (root)")
+    labsub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
+    labsub.add_parser("list", help="list the lab's scenarios")
+    run = labsub.add_parser("run", help="run scenarios, capture them, analyze the captures")
+    run.add_argument("case_ids", nargs="+", metavar="CASE", help="case ids, or 'all'")
+    run.add_argument("-o", "--output", default="lab-out", metavar="DIR")
+    fam = run.add_mutually_exclusive_group()
+    fam.add_argument("--ipv6", action="store_true", help="IPv6 only")
+    fam.add_argument("--both", action="store_true", help="IPv4 and IPv6")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "analyze":
+            return cmd_analyze(args)
+        if args.command == "cases":
+            return cmd_cases(args)
+        if args.command == "lab":
+            return cmd_lab(args, parser)
+    except KeyboardInterrupt:
+        print("rstscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RstscopeError as e:
+        print(f"rstscope: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        return EXIT_OK  # `rstscope ... | head` is fine
+    except Exception as e:  # a bug: one line unless asked for more
+        if args.debug:
+            traceback.print_exc()
+        print(f"rstscope: internal error: {type(e).__name__}: {e} (run with --debug for "
+              "details)", file=sys.stderr)
+        return EXIT_USAGE
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _keep(rec: dict, args) -> bool:
+    if args.case and rec["case"] not in args.case:
+        return False
+    if args.port:
+        ports = {int(rec["client"].rsplit(":", 1)[1]), int(rec["server"].rsplit(":", 1)[1])}
+        if not ports & set(args.port):
+            return False
+    return True
+
+
+def cmd_analyze(args) -> int:
+    from analyzer.pipeline import FileReport, iter_records
+    from analyzer.report import export, text
+
+    if args.case:
+        unknown = [c for c in args.case if c not in cases.BY_ID]
+        if unknown:
+            raise UsageError(f"unknown case id(s): {', '.join(unknown)} (see `rstscope cases`)")
+    for out in (args.csv, args.parquet):
+        if out:
+            export.check_writable(out, args.force)
+    reports: list[FileReport] = []
+    table: list[dict] = []  # what the text view or the files need
+    need_all = bool(args.csv or args.parquet)
+    unreadable = 0
+    interrupted = False
+    stdout = sys.stdout
+    try:
+        for path in args.files:
+            try:
+                for rec, _ in iter_records([path], reports):
+                    if not _keep(rec, args):
+                        continue
+                    if args.json:
+                        stdout.write(export.json_line(rec) + "\n")
+                    if need_all or (not args.json and (args.all or rec["abnormal"])):
+                        table.append(rec)
+                    elif not args.json:
+                        table.append({"case": rec["case"]})  # counted in the summary only
+            except UnreadableCapture as e:
+                unreadable += 1
+                print(f"rstscope: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+    problems: list[CaptureError] = [p for r in reports for p in r.problems]
+    for p in problems:
+        print(f"rstscope: {p}", file=sys.stderr)
+    for r in reports:
+        for note in r.notes:
+            print(f"rstscope: {r.path}: {note}", file=sys.stderr)
+    if need_all:
+        import pandas as pd
+
+        from analyzer.pipeline import RECORD_FIELDS
+
+        df = pd.DataFrame([t for t in table if "file" in t], columns=list(RECORD_FIELDS))
+        if args.csv:
+            export.write_csv(df, args.csv)
+        if args.parquet:
+            export.write_parquet(df, args.parquet)
+    if not args.json:
+        shown = sorted((t for t in table if "file" in t and (args.all or t["abnormal"])),
+                       key=lambda t: (t["file"], t["conn"]))
+        last_file = None
+        for rec in shown:
+            if len(args.files) > 1 and rec["file"] != last_file:
+                print(f"== {rec['file']}")
+                last_file = rec["file"]
+            print(text.connection_block(rec))
+        if shown:
+            print()
+        print(text.summary(table, len(args.files)))
+        for r in reports:
+            if r.stats is not None:
+                s = r.stats
+                print(f"  {r.path}: {s.frames} frames, {s.tcp_segments} TCP segments, "
+                      f"{getattr(s, 'icmp_errors', 0)} ICMP errors, {s.non_tcp} other")
+    stdout.flush()
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if unreadable == len(args.files):
+        return EXIT_USAGE
+    if problems or unreadable:
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_cases(args) -> int:
+    if args.json:
+        for case in cases.CATALOG:
+            print(json.dumps(case.as_dict(), ensure_ascii=False))
+        return EXIT_OK
+    for case in cases.CATALOG:
+        kind = "abnormal" if case.abnormal else "ordinary"
+        print(f"{case.id}  ({kind}, precedence {case.precedence})")
+        print(f"    {case.title}")
+        print(f"    documents: {case.documents}")
+        print(f"    wire:      {case.wire}")
+        print(f"    sees:      {case.sees}")
+        if case.linux_note:
+            print(f"    Linux:     {case.linux_note}")
+        print(f"    advice:    {case.advice}")
+    return EXIT_OK
+
+
+def cmd_lab(args, parser) -> int:
+    from analyzer import lab
+
+    if args.lab_command == "list":
+        for info in lab.list_scenarios():
+            print(f"{info.id:<24} {'/'.join('IPv' + f for f in info.families):<10} "
+                  f"{info.title}")
+        return EXIT_OK
+    if args.lab_command != "run":
+        parser.parse_args(["lab", "--help"])
+        return EXIT_USAGE
+    ids = [s.id for s in lab.list_scenarios()] if args.case_ids == ["all"] else args.case_ids
+    unknown = [c for c in ids if c not in {s.id for s in lab.list_scenarios()}]
+    if unknown:
+        raise UsageError(f"no lab scenario for: {', '.join(unknown)} (see `rstscope lab list`)")
+    families = ("6",) if args.ipv6 else ("4", "6") if args.both else ("4",)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results = lab.run_scenarios(ids, out, families, log=lambda m: print(m, file=sys.stderr))
+    from analyzer.api import analyze
+    from analyzer.report import text
+
+    bad = 0
+    for res in results:
+        pcap = getattr(res, "pcap", None)
+        if pcap is None or not Path(pcap).exists():
+            continue
+        got = analyze(str(pcap))
+        for rec in got.records():
+            print(text.connection_block(rec))
+        expected = getattr(res, "case", None)
+        if expected and expected not in set(got.connections["case"]):
+            bad += 1
+            print(f"rstscope: {pcap}: expected case {expected}, got "
+                  f"{sorted(set(got.connections['case']))}", file=sys.stderr)
+    return EXIT_PARTIAL if bad else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The pipeline: capture reader -> tracker -> classifier -> one record per connection.
+
+``iter_records`` streams records as connections finish (memory bounded by the connections open at
+once); ``analyze`` collects them into pandas tables for the Python API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from analyzer import cases
+from analyzer.capture import open_capture
+from analyzer.classify import Context, Verdict, classify
+from analyzer.connection import Connection
+from analyzer.errors import CaptureError
+from analyzer.segment import ACK, SYN
+from analyzer.tracker import Timeouts, Tracker
+
+
+def endpoint_text(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def wireshark_filter(conn: Connection) -> str:
+    (a, pa), (b, pb) = conn.client, conn.server
+    ip = "ipv6" if conn.ip_version == 6 else "ip"
+    addrs = f"{ip}.addr=={a}" if a == b else f"{ip}.addr=={a} && {ip}.addr=={b}"
+    return (f"{addrs} && tcp.port=={pa} && tcp.port=={pb} && "
+            f"frame.number>={conn.first_frame} && frame.number<={conn.last_frame}")
+
+
+# Fields of one connection record. The first block is the public contract (INTERFACE.md);
+# the rest are additions.
+RECORD_FIELDS: dict[str, str] = {
+    "file": "the capture file the connection was read from",
+    "conn": "connection number, in order of first frame within that file (0-based)",
+    "client": "addr:port of the side that sent the first SYN ([addr]:port for IPv6)",
+    "server": "addr:port of the other side",
+    "first_frame": "1-based frame number of its first packet, as Wireshark counts",
+    "last_frame": "frame number of its last packet",
+    "start": "timestamp of the first packet (s since the epoch)",
+    "end": "timestamp of the last packet",
+    "packets": "packets seen (ICMP errors about it included, capture duplicates excluded)",
+    "bytes_client": "payload bytes the client sent, retransmissions excluded",
+    "bytes_server": "payload bytes the server sent, retransmissions excluded",
+    "case": "catalog case id (rstscope cases)",
+    "closer": "who sent the first FIN or RST: client, server, both (FINs crossed) or null",
+    "client_sees": "predicted results of the client's socket calls: errno names or EOF",
+    "server_sees": "the same for the server",
+    "client_states": "client's TCP state timeline: [[state, frame], ...]; frame 0 = before",
+    "server_states": "server's TCP state timeline",
+    "evidence": "frame numbers that decide the case",
+    "wireshark": "a Wireshark display filter showing the connection",
+    "zeek_state": "Zeek's conn_state for the same packets",
+    "zeek_history": "Zeek's history string for the same packets",
+    # additions
+    "title": "the case's title",
+    "abnormal": "true for the abnormal cases of the catalog",
+    "confidence": "certain, or likely when another case could explain the same packets",
+    "rival": "the other case, when likely",
+    "reason": "the mark on the wire that decided the case",
+    "advice": "one line of advice for the case",
+    "anomalies": "secondary observations: impossible transitions, retransmissions, ...",
+    "ip_version": "4 or 6",
+    "duration": "end - start, seconds",
+}
+
+
+def make_record(conn: Connection, verdict: Verdict, file: str) -> dict:
+    case = cases.get(verdict.case)
+    zeek = conn.zeek
+    return {
+        "file": file,
+        "conn": conn.conn_id,
+        "client": endpoint_text(*conn.client),
+        "server": endpoint_text(*conn.server),
+        "first_frame": conn.first_frame,
+        "last_frame": conn.last_frame,
+        "start": round(conn.start, 9),
+        "end": round(conn.end, 9),
+        "packets": conn.packets - conn.duplicates,
+        "bytes_client": conn.sent["client"].bytes,
+        "bytes_server": conn.sent["server"].bytes,
+        "case": verdict.case,
+        "closer": verdict.closer,
+        "client_sees": verdict.client_sees,
+        "server_sees": verdict.server_sees,
+        "client_states": conn.ep["client"].states(),
+        "server_states": conn.ep["server"].states(),
+        "evidence": verdict.evidence,
+        "wireshark": wireshark_filter(conn),
+        "zeek_state": zeek.conn_state if zeek is not None else None,
+        "zeek_history": zeek.history if zeek is not None else None,
+        "title": case.title,
+        "abnormal": case.abnormal,
+        "confidence": verdict.confidence,
+        "rival": verdict.rival,
+        "reason": verdict.reason,
+        "advice": case.advice,
+        "anomalies": verdict.secondary,
+        "ip_version": conn.ip_version,
+        "duration": round(conn.end - conn.start, 6),
+    }
+
+
+def state_events(conn: Connection, file: str) -> Iterator[dict]:
+    """One row per state change of either endpoint (the events table)."""
+    for role in ("client", "server"):
+        prev = "UNKNOWN"
+        for state, frame, ts in conn.ep[role].history:
+            yield {"file": file, "conn": conn.conn_id, "role": role, "frame": frame,
+                   "ts": ts if frame else None, "from_state": prev, "state": state}
+            prev = state
+
+
+EVENT_FIELDS = {
+    "file": "capture file",
+    "conn": "connection number (joins the connections table on file + conn)",
+    "role": "client or server",
+    "frame": "frame whose segment caused the change (0: before the capture began)",
+    "ts": "timestamp of that frame (null for frame 0)",
+    "from_state": "state before the change",
+    "state": "state after the change",
+}
+
+
+@dataclass
+class FileReport:
+    """What reading one file gave besides its connections."""
+
+    path: str
+    stats: object = None  # capture.ReadStats
+    problems: list[CaptureError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    peak_connections: int = 0
+
+
+def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None
+                     ) -> Iterator[tuple[Connection, Verdict]]:
+    """Stream (connection, verdict) pairs from one capture, in the order connections finish.
+
+    Raises UnreadableCapture if nothing can be read; damage found later lands in
+    ``report.problems`` after everything before it has been yielded.
+    """
+    reader = open_capture(path)
+    report.stats = reader.stats
+    ctx = Context()
+    done: list[Connection] = []
+    tracker = Tracker(done.append, timeouts)
+    answered = ctx.answered_syns
+    for seg in reader:
+        if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
+            k = (seg.src, seg.sport)
+            answered[k] = answered.get(k, 0) + 1
+        tracker.feed(seg)
+        if done:
+            for conn in done:
+                yield conn, classify(conn, ctx)
+            done.clear()
+    tracker.close()
+    for conn in done:
+        yield conn, classify(conn, ctx)
+    report.problems.extend(reader.problems)
+    report.notes.extend(getattr(reader, "notes", []))
+    report.peak_connections = tracker.peak_active
+
+
+def iter_records(paths: Iterable[str], reports: list[FileReport],
+                 timeouts: Timeouts | None = None) -> Iterator[tuple[dict, Connection]]:
+    for path in paths:
+        report = FileReport(path)
+        reports.append(report)
+        for conn, verdict in iter_connections(path, report, timeouts):
+            yield make_record(conn, verdict, path), conn

@@ -1,0 +1,141 @@
+"""Connection tracking: which connection does each segment belong to, and when is one over.
+
+Connections are keyed by their unordered 4-tuple plus a generation: a SYN on a tuple whose
+connection has closed (FIN or RST seen), or a SYN with a new ISN while the old attempt is still
+unanswered, starts a new connection (port reuse). Idle connections are evicted after timeouts
+taken from the capture's own clock, so memory is bounded by the connections open at once, not by
+the file. Finished connections are handed to ``on_finish`` as soon as they are known to be over.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from analyzer.connection import Connection
+from analyzer.segment import ACK, RST, SYN, Segment
+
+try:  # the Zeek view is optional until its module lands
+    from analyzer.zeek import ZeekView
+except ImportError:  # pragma: no cover
+    ZeekView = None  # type: ignore[assignment,misc]
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Eviction timeouts, in capture seconds (Zeek's defaults, which suit an observer too)."""
+
+    idle: float = 300.0  # a connection silent this long is over (tcp_inactivity_timeout)
+    closed: float = 5.0  # a closed connection lingers this long for its last ACKs / RSTs
+    sweep_every: float = 1.0  # look for idle connections at most once per capture second
+
+
+Key = tuple[tuple[str, int], tuple[str, int]]
+
+
+def _key(seg: Segment) -> Key:
+    a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+    return (a, b) if a <= b else (b, a)
+
+
+def _guess_roles(seg: Segment) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(client, server) for the first segment seen of a connection."""
+    src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+    flags = seg.flags
+    if flags & SYN and not flags & ACK:
+        return src, dst
+    if flags & SYN:  # a SYN/ACK comes from the server
+        return dst, src
+    if seg.is_icmp:  # the quoted segment was sent by whoever gets the error; assume the client
+        return src, dst
+    if flags & RST and not flags & ACK:
+        return dst, src  # a bare RST usually answers a client's stray segment
+    # mid-stream: the well-known (or lower) port is the server's
+    if (seg.sport < 1024) != (seg.dport < 1024):
+        return (dst, src) if seg.sport < 1024 else (src, dst)
+    return (dst, src) if seg.sport < seg.dport else (src, dst)
+
+
+class Tracker:
+    """Feeds segments to connections; calls ``on_finish(conn)`` once per finished connection."""
+
+    def __init__(self, on_finish: Callable[[Connection], None],
+                 timeouts: Timeouts | None = None):
+        self.on_finish = on_finish
+        self.timeouts = timeouts or Timeouts()
+        self.active: OrderedDict[Key, Connection] = OrderedDict()  # least recently used first
+        self.next_id = 0
+        self.last_sweep = None
+        self.peak_active = 0
+
+    def feed(self, seg: Segment) -> None:
+        key = _key(seg)
+        conn = self.active.get(key)
+        if conn is not None and self._starts_new(conn, seg):
+            self._finish(key, conn)
+            conn = None
+        if conn is None:
+            client, server = _guess_roles(seg)
+            conn = Connection(self.next_id, seg, client, server)
+            self.next_id += 1
+            if ZeekView is not None:
+                conn.zeek = ZeekView()
+            self.active[key] = conn
+            self.peak_active = max(self.peak_active, len(self.active))
+        else:
+            self.active.move_to_end(key)
+        if seg.is_icmp:
+            conn.observe_icmp(seg)
+        else:
+            conn.observe(seg)
+            if conn.zeek is not None:
+                conn.zeek.observe(seg)
+        if self.last_sweep is None:
+            self.last_sweep = seg.ts
+        elif seg.ts - self.last_sweep >= self.timeouts.sweep_every:
+            self.sweep(seg.ts)
+
+    def _starts_new(self, conn: Connection, seg: Segment) -> bool:
+        idle = seg.ts - conn.end
+        if idle > self.timeouts.idle:
+            return True
+        if seg.is_icmp:
+            return False
+        if conn.ended and idle > self.timeouts.closed:
+            return True
+        flags = seg.flags
+        if not flags & SYN or flags & (ACK | RST):
+            return False
+        if conn.any_closed:
+            return True
+        # a SYN from the same side with another ISN: a new attempt on the same ports
+        role = conn.role_of(seg)
+        isn = conn.sent[role].isn
+        return role == "client" and isn is not None and isn != seg.seq \
+            and not conn.sent["server"].packets
+
+    def sweep(self, now: float) -> None:
+        """Finish connections idle past their timeout (oldest activity first)."""
+        self.last_sweep = now
+        t = self.timeouts
+        expired = []
+        for key, conn in self.active.items():
+            idle = now - conn.end
+            if idle < t.closed:
+                break  # ordered by last activity: everything after is younger
+            if idle > t.idle or conn.ended:
+                expired.append((key, conn))
+        for key, conn in expired:
+            self._finish(key, conn)
+
+    def _finish(self, key: Key, conn: Connection) -> None:
+        del self.active[key]
+        self.on_finish(conn)
+
+    def close(self) -> None:
+        """End of input: every connection still open is finished, in order of first frame."""
+        rest = sorted(self.active.values(), key=lambda c: c.conn_id)
+        self.active.clear()
+        for conn in rest:
+            self.on_finish(conn)
