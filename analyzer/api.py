@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analyzer.pipeline import (EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records,
-                               state_events)
+from analyzer.pipeline import EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records, state_events
 from analyzer.tracker import Timeouts
 
 

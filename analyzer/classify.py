@@ -126,7 +126,7 @@ def rule_injected_reset(c: Connection, ctx: Context) -> Verdict | None:
 
 
 def _linear(times: list[float]) -> bool:
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return len(gaps) >= 2 and all(LINEAR_RETRY[0] <= g <= LINEAR_RETRY[1] for g in gaps)
 
 
@@ -146,7 +146,7 @@ def rule_backlog_overflow(c: Connection, ctx: Context) -> Verdict | None:
                               "was dropped by a full accept queue")
     r = _first_rst(c)
     if r and r.sender == "server" and not r.has_ack and not sv.bytes and not sv.fin_frame \
-            and sv.synack_frames and c.ep["client"].history \
+            and sv.synack_frames and sv.ack_frame in sv.synack_frames \
             and r.sender_state in (State.SYN_RCVD.value, State.ESTABLISHED.value):
         return Verdict("backlog_overflow", "server", ["ECONNRESET"], [],
                        _frames(sv.synack_frames[0], r.frame), confidence="likely",
