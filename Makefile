@@ -1,0 +1,33 @@
+# rstscope: `make demo` analyzes a bundled capture, `make test` runs the tests.
+# Both create .venv and install the project on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO ?= captures/unread_data_reset.pcap
+
+.PHONY: demo test test-fast lint captures clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rstscope analyze --all $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not root and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check analyzer tests
+
+# Regenerates the labelled corpus with real sockets (needs root).
+captures: $(STAMP)
+	$(BIN)/rstscope lab run all --both -o captures
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
