@@ -257,13 +257,19 @@ def rule_unread_data_reset(c: Connection, ctx: Context) -> Verdict | None:
 
 
 def rule_abortive_close(c: Connection, ctx: Context) -> Verdict | None:
-    got = _rst_abort(c)
-    if got is None:
+    # Last of the reset cases: any genuine RST no rule above explained is an abort by its sender.
+    r = _first_rst(c)
+    if r is None:
         return None
-    r, a, b = got
-    return Verdict("abortive_close", a, **_sees(b, ["ECONNRESET"]),
+    a = r.sender
+    b = "server" if a == "client" else "client"
+    kind = "RST/ACK" if r.has_ack else "bare RST"
+    return Verdict("abortive_close", a, **_sees(b, ["ECONNRESET"] if r.receiver_state not in
+                                               ("UNKNOWN", "CLOSED") else []),
                    evidence=_frames(c.sent[a].last_data_frame, r.frame),
-                   reason=f"RST/ACK from the {a} with no unread data: an abortive close")
+                   confidence="certain" if r.has_ack else "likely",
+                   rival=None if r.has_ack else "peer_state_lost",
+                   reason=f"{kind} from the {a} with no unread data: an abortive close")
 
 
 def rule_retransmission_timeout(c: Connection, ctx: Context) -> Verdict | None:

@@ -309,6 +309,8 @@ class Connection:
     @staticmethod
     def _rst_acceptable(seg: Segment, rcv_state: State, me: DirFacts, other: DirFacts) -> bool:
         """Would the receiver act on this RST? (RFC 9293 §3.10.7.4 with RFC 5961 §3.2)."""
+        if rcv_state in (State.UNKNOWN, State.LISTEN):
+            return True  # no synchronised state to protect: the RST only ends its sender
         if rcv_state is State.SYN_SENT:
             # only a RST that acknowledges the SYN is believed in SYN-SENT
             if other.isn is None:
