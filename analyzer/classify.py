@@ -133,8 +133,9 @@ def _linear(times: list[float]) -> bool:
 def rule_backlog_overflow(c: Connection, ctx: Context) -> Verdict | None:
     # Before syn_timeout and the reset cases: the same symptoms, but the server is alive.
     cl, sv = c.sent["client"], c.sent["server"]
-    if len(set(cl.syn_times)) >= 2 and sv.synack_frames:
-        # the SYN was ignored, retried, then answered: the queue drained
+    if len(set(cl.syn_times)) >= 2 and sv.synack_frames \
+            and sv.synack_frames[0] > cl.syn_frames[1]:
+        # the first SYN was ignored (no SYN/ACK before its retry), then answered: queue drained
         return Verdict("backlog_overflow", None, evidence=_frames(*cl.syn_frames[:4],
                                                                  sv.synack_frames[0]),
                        reason=f"{len(cl.syn_frames)} SYNs before the SYN/ACK: ignored while the "
