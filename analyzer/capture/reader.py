@@ -1,0 +1,265 @@
+"""Open a capture (pcap, pcapng, gzip-compressed or not, file or stdin) and stream Segments.
+
+The read path is plain Python with precompiled structs: format module (``pcap`` / ``pcapng``)
+yields (ts, linktype, frame bytes) per record, ``links`` finds the IP header, ``ip`` builds the
+Segment. Nothing is read ahead beyond the buffered file object, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from analyzer.capture import ip as ip_layer
+from analyzer.capture import pcap, pcapng
+from analyzer.capture.links import decoder_for
+from analyzer.errors import DamagedCapture, UnreadableCapture
+from analyzer.segment import Segment
+
+GZIP_MAGIC = b"\x1f\x8b"  # gzip member header
+BUFFER_SIZE = 1 << 16  # read buffer for files and the decompressor
+STDIN = "-"  # path meaning standard input
+
+# What a read error from the decompressor or the OS looks like while iterating.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """Counters, filled while iterating. Every frame lands in exactly one of tcp_segments,
+    icmp_errors, non_tcp, bad_ip_checksums, truncated_frames, malformed (when IP checksums are
+    not checked, a frame with a bad one is counted there and also where its decoding ends)."""
+
+    format: str = ""  # "pcap" or "pcapng"
+    compressed: bool = False  # the input was gzip-compressed
+    frames: int = 0  # packet records read (Wireshark frame count)
+    tcp_segments: int = 0  # TCP segments yielded
+    icmp_errors: int = 0  # ICMP / ICMPv6 errors quoting TCP that were yielded
+    non_tcp: int = 0  # frames skipped: not IP, not TCP, other ICMP, non-first fragment, ...
+    bad_tcp_checksums: int = 0  # TCP checksum really wrong (segment yielded, checksum_ok=False)
+    offloaded_checksums: int = 0  # TCP checksum field holds the pseudo-header sum (offload)
+    bad_ip_checksums: int = 0  # IPv4 header checksum wrong: dropped as Zeek does (unless -C)
+    truncated_frames: int = 0  # captured too short to hold the IP + TCP headers: skipped
+    malformed: int = 0  # impossible header lengths (IHL < 5, TCP data offset < 5 or past IP)
+    skipped_blocks: int = 0  # pcapng blocks of types not decoded (statistics, name resolution)
+    link_types: dict[int, int] = field(default_factory=dict)  # linktype -> frames
+    bytes_read: int = 0  # bytes of (decompressed) capture consumed up to the last good record
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that first returns ``prefix`` and then reads from ``stream``."""
+
+    def __init__(self, prefix: bytes, stream):
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._stream.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def _read_exact(f, n: int) -> bytes:
+    """Up to ``n`` bytes, looping over short reads (pipes); fewer only at end of file."""
+    out = b""
+    for _ in range(n + 1):
+        if len(out) >= n:
+            break
+        chunk = f.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+class CaptureReader:
+    """Iterable of Segments from one capture. Single pass: iterate it once.
+
+    ``path`` is the name used in messages; ``stats`` counts while iterating; ``problems`` gets a
+    DamagedCapture when iteration stops early on damage; ``notes`` gets one line per oddity that
+    is not damage (unsupported link type, undescribed pcapng interface).
+    """
+
+    def __init__(self, path: str, stream, close, fmt: str, head: bytes,
+                 pcap_header: pcap.PcapHeader | None, compressed: bool,
+                 check_ip_checksums: bool = True):
+        self.path = path
+        self.stats = ReadStats(format=fmt, compressed=compressed)
+        self.problems: list[DamagedCapture] = []
+        self.notes: list[str] = []
+        self._stream = stream
+        self._close = close
+        self._head = head
+        self._pcap_header = pcap_header
+        self._started = False
+        self._check_ip = check_ip_checksums
+
+    def damage(self, message: str, offset: int, frame: int | None) -> None:
+        """Record damage found at byte ``offset`` (called by the format modules)."""
+        self.problems.append(DamagedCapture(self.path, message, offset=offset, frame=frame))
+
+    def close(self) -> None:
+        if self._close is not None:
+            try:
+                self._close()
+            except OSError:
+                pass
+            self._close = None
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Segment]:
+        if self._started:
+            return
+        self._started = True
+        if self._pcap_header is not None:
+            recs = pcap.records(self._stream, self._pcap_header, self)
+        else:
+            recs = pcapng.records(self._stream, self._head, self)
+        try:
+            yield from self._segments(recs)
+        except _READ_ERRORS as exc:  # decompressor or I/O failure mid-file
+            self.damage(f"read error: {exc}", self.stats.bytes_read, self.stats.frames + 1)
+        finally:
+            self.close()
+
+    def _segments(self, recs) -> Iterator[Segment]:
+        stats = self.stats
+        decode = ip_layer.decode
+        link_types = stats.link_types
+        decoders: dict[int, object] = {}
+        frame = 0
+        current_lt = None
+        check_ip = self._check_ip
+        find_ip = None
+        for ts, linktype, data in recs:
+            frame += 1
+            stats.frames = frame
+            if linktype != current_lt:
+                current_lt = linktype
+                if linktype in decoders:
+                    find_ip = decoders[linktype]
+                else:
+                    find_ip = decoders[linktype] = decoder_for(linktype) if linktype >= 0 else None
+                    if find_ip is None:
+                        self._note_link(linktype)
+            link_types[linktype] = link_types.get(linktype, 0) + 1
+            if find_ip is None:
+                stats.non_tcp += 1
+                continue
+            off = find_ip(data)
+            if off < 0:
+                stats.non_tcp += 1
+                continue
+            seg = decode(data, off, frame, ts, stats, check_ip)
+            if seg is not None:
+                yield seg
+
+    def _note_link(self, linktype: int) -> None:
+        if linktype < 0:
+            self.notes.append("pcapng packet blocks refer to an interface with no description "
+                              "block; those frames are skipped")
+        else:
+            self.notes.append(f"link type {linktype} is not supported; its frames are skipped")
+
+
+def open_capture(path: str, *, name: str | None = None,
+                 check_ip_checksums: bool = True) -> CaptureReader:
+    """Open ``path`` (or "-" for standard input) and check it is a pcap or pcapng capture.
+
+    ``name`` replaces ``path`` in messages. With ``check_ip_checksums=False`` (Zeek's ``-C``)
+    IPv4 packets with a wrong header checksum are decoded instead of dropped (still counted).
+    Raises UnreadableCapture when nothing can be read.
+    """
+    shown = name or path
+    if path == STDIN:
+        raw = sys.stdin.buffer
+        close = None
+        if _is_tty(raw):
+            raise UnreadableCapture(shown, "standard input is a terminal, not a capture")
+    else:
+        try:
+            raw = open(path, "rb", buffering=BUFFER_SIZE)  # noqa: SIM115 - closed by the reader
+        except FileNotFoundError:
+            raise UnreadableCapture(shown, "no such file") from None
+        except IsADirectoryError:
+            raise UnreadableCapture(shown, "is a directory, not a capture file") from None
+        except OSError as exc:
+            raise UnreadableCapture(shown, f"cannot open: {exc.strerror or exc}") from None
+        close = raw.close
+    try:
+        return _open_stream(shown, raw, close, check_ip_checksums)
+    except BaseException:
+        if close is not None:
+            close()
+        raise
+
+
+def _open_stream(shown: str, raw, close, check_ip: bool) -> CaptureReader:
+    try:
+        head = _read_exact(raw, 4)
+    except OSError as exc:
+        raise UnreadableCapture(shown, f"cannot read: {exc.strerror or exc}", offset=0) from None
+    if not head:
+        raise UnreadableCapture(shown, "empty file", offset=0)
+    compressed = head[:2] == GZIP_MAGIC
+    stream = raw
+    if compressed:
+        stream = gzip.GzipFile(fileobj=io.BufferedReader(_Prefixed(head, raw), BUFFER_SIZE),
+                               mode="rb")
+        try:
+            head = _read_exact(stream, 4)
+        except (*_READ_ERRORS, gzip.BadGzipFile) as exc:
+            raise UnreadableCapture(shown, f"gzip data cannot be decompressed: {exc}",
+                                    offset=0) from None
+        if not head:
+            raise UnreadableCapture(shown, "empty file (after gzip decompression)", offset=0)
+    what = "gzip-compressed data is" if compressed else "file is"
+    if len(head) < 4:
+        raise UnreadableCapture(shown, f"{what} too short to be a capture ({len(head)} bytes)",
+                                offset=0)
+    if head in pcap.MAGICS:
+        try:
+            rest = _read_exact(stream, pcap.HEADER_LEN - 4)
+        except _READ_ERRORS as exc:
+            raise UnreadableCapture(shown, f"cannot read: {exc}", offset=4) from None
+        hdr = pcap.parse_header(head + rest)
+        if hdr is None:
+            raise UnreadableCapture(shown, "pcap file header is truncated", offset=0)
+        return CaptureReader(shown, stream, close, "pcap", b"", hdr, compressed, check_ip)
+    if head == pcapng.SHB_MAGIC:
+        try:
+            head += _read_exact(stream, 8)
+        except _READ_ERRORS as exc:
+            raise UnreadableCapture(shown, f"cannot read: {exc}", offset=4) from None
+        if head[8:12] not in (pcapng.BOM_LE, pcapng.BOM_BE):
+            raise UnreadableCapture(shown, "pcapng section header has no valid byte-order magic"
+                                    f" (found {head[8:12].hex(' ') or 'nothing'})", offset=8)
+        return CaptureReader(shown, stream, close, "pcapng", head, None, compressed, check_ip)
+    found = head.hex(" ")
+    raise UnreadableCapture(shown, f"not a pcap or pcapng file (starts with {found})", offset=0)
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
