@@ -31,12 +31,14 @@ class Analysis:
         return self.connections.to_dict("records")
 
 
-def analyze(*paths: str, timeouts: Timeouts | None = None) -> Analysis:
+def analyze(*paths: str, timeouts: Timeouts | None = None,
+            check_ip_checksums: bool = False) -> Analysis:
     """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
     cannot be read at all; partial damage is reported in ``Analysis.problems``."""
     reports: list[FileReport] = []
     rows, events = [], []
-    for rec, conn in iter_records(paths, reports, timeouts):
+    for rec, conn in iter_records(paths, reports, timeouts,
+                                  check_ip_checksums=check_ip_checksums):
         rows.append(rec)
         events.extend(state_events(conn, rec["file"]))
     conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, action="append", metavar="N",
                    help="only connections with this port on either side (repeatable)")
     a.add_argument("--force", action="store_true", help="overwrite existing output files")
+    a.add_argument("--check-ip-checksums", action="store_true",
+                   help="drop packets whose IPv4 header checksum is wrong (off by default: "
+                        "checksum offload leaves them wrong in local captures)")
 
     c = sub.add_parser("cases", help="print the case catalog")
     c.add_argument("--json", action="store_true")
@@ -120,7 +123,8 @@ def cmd_analyze(args) -> int:
     try:
         for path in args.files:
             try:
-                for rec, _ in iter_records([path], reports):
+                for rec, _ in iter_records([path], reports,
+                                           check_ip_checksums=args.check_ip_checksums):
                     if not _keep(rec, args):
                         continue
                     if args.json:

@@ -136,14 +136,16 @@ class FileReport:
     peak_connections: int = 0
 
 
-def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None
-                     ) -> Iterator[tuple[Connection, Verdict]]:
+def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
+                     check_ip_checksums: bool = False) -> Iterator[tuple[Connection, Verdict]]:
     """Stream (connection, verdict) pairs from one capture, in the order connections finish.
 
     Raises UnreadableCapture if nothing can be read; damage found later lands in
-    ``report.problems`` after everything before it has been yielded.
+    ``report.problems`` after everything before it has been yielded. IPv4 header checksums are
+    not checked by default: checksum offload leaves them wrong in captures taken on the sending
+    host (Zeek's ``-C``); ``check_ip_checksums=True`` drops such packets as a router would.
     """
-    reader = open_capture(path)
+    reader = open_capture(path, check_ip_checksums=check_ip_checksums)
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
@@ -167,9 +169,11 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
 
 
 def iter_records(paths: Iterable[str], reports: list[FileReport],
-                 timeouts: Timeouts | None = None) -> Iterator[tuple[dict, Connection]]:
+                 timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False
+                 ) -> Iterator[tuple[dict, Connection]]:
     for path in paths:
         report = FileReport(path)
         reports.append(report)
-        for conn, verdict in iter_connections(path, report, timeouts):
+        for conn, verdict in iter_connections(path, report, timeouts,
+                                              check_ip_checksums=check_ip_checksums):
             yield make_record(conn, verdict, path), conn
