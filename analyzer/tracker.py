@@ -61,8 +61,13 @@ class Tracker:
     """Feeds segments to connections; calls ``on_finish(conn)`` once per finished connection."""
 
     def __init__(self, on_finish: Callable[[Connection], None],
-                 timeouts: Timeouts | None = None):
+                 timeouts: Timeouts | None = None,
+                 on_end: Callable[[Connection], None] | None = None):
         self.on_finish = on_finish
+        # called once, at the segment that ends a connection (live mode prints it at once);
+        # the connection still collects its last ACKs until on_finish
+        self.on_end = on_end
+        self.ended_ids: set[int] = set()
         self.timeouts = timeouts or Timeouts()
         self.active: OrderedDict[Key, Connection] = OrderedDict()  # least recently used first
         self.next_id = 0
@@ -91,6 +96,9 @@ class Tracker:
             conn.observe(seg)
             if conn.zeek is not None:
                 conn.zeek.observe(seg)
+        if self.on_end is not None and conn.conn_id not in self.ended_ids and conn.ended:
+            self.ended_ids.add(conn.conn_id)
+            self.on_end(conn)
         if self.last_sweep is None:
             self.last_sweep = seg.ts
         elif seg.ts - self.last_sweep >= self.timeouts.sweep_every:
@@ -131,11 +139,13 @@ class Tracker:
 
     def _finish(self, key: Key, conn: Connection) -> None:
         del self.active[key]
+        self.ended_ids.discard(conn.conn_id)
         self.on_finish(conn)
 
     def close(self) -> None:
         """End of input: every connection still open is finished, in order of first frame."""
         rest = sorted(self.active.values(), key=lambda c: c.conn_id)
         self.active.clear()
+        self.ended_ids.clear()
         for conn in rest:
             self.on_finish(conn)
