@@ -32,13 +32,16 @@ class Analysis:
 
 
 def analyze(*paths: str, timeouts: Timeouts | None = None,
-            check_ip_checksums: bool = False) -> Analysis:
+            check_ip_checksums: bool = False, zeek_options: dict | None = None) -> Analysis:
     """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
-    cannot be read at all; partial damage is reported in ``Analysis.problems``."""
+    cannot be read at all; partial damage is reported in ``Analysis.problems``.
+    ``zeek_options`` (``bare_mode``, ``ignore_checksums``) make the Zeek fields mimic ``zeek -b``
+    / ``zeek -C``."""
     reports: list[FileReport] = []
     rows, events = [], []
     for rec, conn in iter_records(paths, reports, timeouts,
-                                  check_ip_checksums=check_ip_checksums):
+                                  check_ip_checksums=check_ip_checksums,
+                                  zeek_options=zeek_options):
         rows.append(rec)
         events.extend(state_events(conn, rec["file"]))
     conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, action="append", metavar="N",
                    help="only connections with this port on either side (repeatable)")
     a.add_argument("--force", action="store_true", help="overwrite existing output files")
+    a.add_argument("--zeek-boundaries", action="store_true",
+                   help="split connections where Zeek would (5 s attempt and close delays), "
+                        "to compare rows one to one with a Zeek conn.log")
     a.add_argument("--check-ip-checksums", action="store_true",
                    help="drop packets whose IPv4 header checksum is wrong (off by default: "
                         "checksum offload leaves them wrong in local captures)")
@@ -124,7 +127,8 @@ def cmd_analyze(args) -> int:
         for path in args.files:
             try:
                 for rec, _ in iter_records([path], reports,
-                                           check_ip_checksums=args.check_ip_checksums):
+                                           check_ip_checksums=args.check_ip_checksums,
+                                           zeek_options={"boundaries": args.zeek_boundaries}):
                     if not _keep(rec, args):
                         continue
                     if args.json:

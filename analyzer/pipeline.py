@@ -137,7 +137,8 @@ class FileReport:
 
 
 def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
-                     check_ip_checksums: bool = False) -> Iterator[tuple[Connection, Verdict]]:
+                     check_ip_checksums: bool = False, zeek_options: dict | None = None
+                     ) -> Iterator[tuple[Connection, Verdict]]:
     """Stream (connection, verdict) pairs from one capture, in the order connections finish.
 
     Raises UnreadableCapture if nothing can be read; damage found later lands in
@@ -149,7 +150,7 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
-    tracker = Tracker(done.append, timeouts)
+    tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
     answered = ctx.answered_syns
     for seg in reader:
         if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
@@ -169,11 +170,12 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
 
 
 def iter_records(paths: Iterable[str], reports: list[FileReport],
-                 timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False
-                 ) -> Iterator[tuple[dict, Connection]]:
+                 timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False,
+                 zeek_options: dict | None = None) -> Iterator[tuple[dict, Connection]]:
     for path in paths:
         report = FileReport(path)
         reports.append(report)
         for conn, verdict in iter_connections(path, report, timeouts,
-                                              check_ip_checksums=check_ip_checksums):
+                                              check_ip_checksums=check_ip_checksums,
+                                              zeek_options=zeek_options):
             yield make_record(conn, verdict, path), conn

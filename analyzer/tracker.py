@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from analyzer.connection import Connection
 from analyzer.segment import ACK, RST, SYN, Segment
 
-try:  # the Zeek view is optional until its module lands
-    from analyzer.zeek import ZeekView
-except ImportError:  # pragma: no cover
-    ZeekView = None  # type: ignore[assignment,misc]
+from analyzer.zeek import ZeekView, starts_new_connection
 
 
 @dataclass(slots=True)
@@ -62,8 +59,15 @@ class Tracker:
 
     def __init__(self, on_finish: Callable[[Connection], None],
                  timeouts: Timeouts | None = None,
-                 on_end: Callable[[Connection], None] | None = None):
+                 on_end: Callable[[Connection], None] | None = None,
+                 zeek_options: dict | None = None):
         self.on_finish = on_finish
+        opts = dict(zeek_options or {})
+        # split connections where Zeek would (attempt timeout, close delay, ...), so rows can be
+        # compared one to one with a Zeek conn.log; off by default: those splits are Zeek's
+        # bookkeeping, not TCP's (a FIN, seven quiet seconds, then the peer's FIN is one close)
+        self.zeek_boundaries = bool(opts.pop("boundaries", False))
+        self.zeek_options = opts  # ZeekView keywords: bare_mode, ignore_checksums
         # called once, at the segment that ends a connection (live mode prints it at once);
         # the connection still collects its last ACKs until on_finish
         self.on_end = on_end
@@ -84,8 +88,7 @@ class Tracker:
             client, server = _guess_roles(seg)
             conn = Connection(self.next_id, seg, client, server)
             self.next_id += 1
-            if ZeekView is not None:
-                conn.zeek = ZeekView()
+            conn.zeek = ZeekView(**self.zeek_options)
             self.active[key] = conn
             self.peak_active = max(self.peak_active, len(self.active))
         else:
@@ -94,8 +97,7 @@ class Tracker:
             conn.observe_icmp(seg)
         else:
             conn.observe(seg)
-            if conn.zeek is not None:
-                conn.zeek.observe(seg)
+            conn.zeek.observe(seg)
         if self.on_end is not None and conn.conn_id not in self.ended_ids and conn.ended:
             self.ended_ids.add(conn.conn_id)
             self.on_end(conn)
@@ -105,6 +107,9 @@ class Tracker:
             self.sweep(seg.ts)
 
     def _starts_new(self, conn: Connection, seg: Segment) -> bool:
+        if self.zeek_boundaries and not seg.is_icmp \
+                and starts_new_connection(conn.zeek, seg, conn.end):
+            return True
         idle = seg.ts - conn.end
         if idle > self.timeouts.idle:
             return True
