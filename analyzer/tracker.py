@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from analyzer.connection import Connection
 from analyzer.segment import ACK, RST, SYN, Segment
-
 from analyzer.zeek import ZeekView, starts_new_connection
 
 
