@@ -210,7 +210,8 @@ def rule_aborted_before_accept(c: Connection, ctx: Context) -> Verdict | None:
     if r.sender_state not in (State.ESTABLISHED.value,):
         return None
     conf = "certain" if not cl.bytes else "likely"
-    return Verdict("aborted_before_accept", "client", [], ["ECONNRESET"],
+    # Linux: accept() succeeds, getpeername() -> ENOTCONN, recv() -> any data, then ECONNRESET
+    return Verdict("aborted_before_accept", "client", [], ["ENOTCONN", "ECONNRESET"],
                    _frames(sv.synack_frames[0], r.frame), confidence=conf,
                    rival=None if conf == "certain" else "abortive_close",
                    reason="handshake completed, then the client's RST/ACK before the server "
@@ -251,8 +252,14 @@ def rule_unread_data_reset(c: Connection, ctx: Context) -> Verdict | None:
     if da.last_data_frame is not None and da.last_data_frame > (db.last_data_frame or 0):
         return None
     acked = da.ack_frame if da.ack_frame and da.ack_frame > db.last_data_frame else None
+    # If the RST sender never spoke, nothing but unread data explains an abort this early in a
+    # dialogue; if it had spoken, a SO_LINGER 0 close after reading the answer looks the same
+    # on the wire (only the kernel's reset reason, TCP_ABORT_ON_CLOSE vs TCP_STATE, differs).
+    sure = not da.bytes
     return Verdict("unread_data_reset", a, **_sees(b, ["ECONNRESET"]),
                    evidence=_frames(db.last_data_frame, acked, r.frame),
+                   confidence="certain" if sure else "likely",
+                   rival=None if sure else "abortive_close",
                    reason=f"the {a} received data (last at frame {db.last_data_frame}) it never "
                           "answered, then sent RST/ACK without a FIN")
 
@@ -376,6 +383,9 @@ def rule_partial(c: Connection, ctx: Context) -> Verdict:
     return Verdict("partial", None, reason="the handshake was not captured")
 
 
+# errnos a socket gets when its own timers give up (the kernel closes it without a segment)
+GAVE_UP = frozenset({"ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EACCES", "ENOPROTOOPT"})
+
 NO_CLOSER = frozenset({"unreachable", "syn_timeout", "retransmission_timeout"})
 
 
@@ -431,6 +441,12 @@ def classify(conn: Connection, ctx: Context | None = None) -> Verdict:
             verdict.secondary.append(f"also {v.case}: {v.reason}")
     assert verdict is not None  # rule_partial always answers
     verdict.closer = closer(conn, verdict.case)
+    # A side that got a timer's errno closed without a segment: record it in its timeline.
+    for role in ("client", "server"):
+        sees = verdict.client_sees if role == "client" else verdict.server_sees
+        if sees and sees[0] in GAVE_UP and conn.ep[role].state.value not in ("CLOSED",
+                                                                              "UNKNOWN"):
+            conn.give_up(role)
     verdict.secondary.extend(a.text() for a in conn.anomalies[:10])
     for role, d in conn.sent.items():
         if d.retransmissions:

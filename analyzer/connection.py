@@ -324,6 +324,13 @@ class Connection:
         # after a FIN was received, Linux also takes rcv_nxt - 1 (the FIN's own number)
         return rcv_state in FIN_RECEIVED and ((seg.seq + 1) & 0xFFFFFFFF) in expected
 
+    def give_up(self, role: str) -> None:
+        """`role`'s kernel gave up on the connection (a timer, not a segment): it is CLOSED
+        from its last segment on, the moment the observer last saw it alive."""
+        d = self.sent[role]
+        frame, ts = (d.last_frame, d.last_ts) if d.last_frame else (self.last_frame, self.end)
+        self.ep[role].apply(Event.GIVE_UP, frame, ts, self.anomalies)
+
     def _retract_forged_rst(self, role: str, seg: Segment) -> None:
         """`role` keeps sending after "its" RST: that RST was not its own. Undo what it did."""
         rst = self.sent[role].rsts[-1]

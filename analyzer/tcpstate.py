@@ -45,6 +45,7 @@ class Event(str, Enum):
     RECV_ACK_OF_FIN = "receive ACK of our FIN"
     RECV_FIN = "receive FIN"
     RECV_RST = "receive RST"  # an acceptable RST (exact sequence number)
+    GIVE_UP = "give up (timer)"  # retries exhausted: inferred by the classifier, never seen
 
 
 S, E = State, Event
@@ -149,6 +150,11 @@ TRANSITIONS: dict[tuple[State, Event], State | tuple[State, ...]] = {
     (S.LAST_ACK, E.RECV_ACK_OF_FIN): S.CLOSED,
     (S.LAST_ACK, E.SEND_RST): S.CLOSED,
     (S.LAST_ACK, E.RECV_RST): S.CLOSED,
+    # --- a timer gave up (SYN retries, tcp_retries2 / TCP_USER_TIMEOUT, keepalive, ICMP):
+    # the socket is closed without a segment; the classifier infers it from the verdict
+    **{(st, E.GIVE_UP): S.CLOSED for st in (
+        S.SYN_SENT, S.SYN_RCVD, S.ESTABLISHED, S.MIDSTREAM, S.FIN_WAIT_1, S.FIN_WAIT_2,
+        S.CLOSING, S.CLOSE_WAIT, S.LAST_ACK)},
     # --- closed: a kernel with no socket answers anything but a RST with a bare RST
     (S.CLOSED, E.SEND_RST): S.CLOSED,
     (S.CLOSED, E.RECV_ACK): S.CLOSED,
