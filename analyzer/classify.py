@@ -442,10 +442,14 @@ def classify(conn: Connection, ctx: Context | None = None) -> Verdict:
     assert verdict is not None  # rule_partial always answers
     verdict.closer = closer(conn, verdict.case)
     # A side that got a timer's errno closed without a segment: record it in its timeline.
+    # An ICMP error is final only once it is a hard error: Linux keeps a socket whose connect()
+    # got one ICMP host-unreachable in SYN_SENT (the lab measured it); a soft error, a retry,
+    # then a second ICMP closes it.
+    icmp_final = verdict.case != "unreachable" or len(conn.icmp) >= 2
     for role in ("client", "server"):
         sees = verdict.client_sees if role == "client" else verdict.server_sees
-        if sees and sees[0] in GAVE_UP and conn.ep[role].state.value not in ("CLOSED",
-                                                                              "UNKNOWN"):
+        if sees and sees[0] in GAVE_UP and icmp_final \
+                and conn.ep[role].state.value not in ("CLOSED", "UNKNOWN"):
             conn.give_up(role)
     verdict.secondary.extend(a.text() for a in conn.anomalies[:10])
     for role, d in conn.sent.items():
