@@ -78,10 +78,10 @@ def labelled_record(label: dict, pcap: Path) -> dict | None:
     return None
 
 
-def evaluate() -> dict:
+def evaluate(labels: list[Path] = LABELS) -> dict:
     figures = {"case": [0, 0], "errno": [0, 0], "states": [0, 0]}
     misses = []
-    for path in LABELS:
+    for path in labels:
         label, pcap = load(path)
         if not pcap.exists():
             continue
@@ -151,6 +151,10 @@ def test_labels_say_whether_hand_crafted_and_were_verified():
 
 
 def test_corpus_figures(corpus):
+    check_figures(corpus)
+
+
+def check_figures(corpus: dict) -> None:
     f, misses = corpus["figures"], corpus["misses"]
     report = "\n".join(
         [f"case   {f['case'][0]}/{f['case'][1]} = {rate(f['case']):.1%}",
@@ -160,3 +164,22 @@ def test_corpus_figures(corpus):
     assert rate(f["case"]) == 1.0, report
     assert rate(f["errno"]) >= 0.95, report
     assert rate(f["states"]) >= 0.95, report
+
+
+@pytest.mark.root
+def test_lab_live_against_the_kernel(tmp_path):
+    """Re-run every lab scenario now, on this kernel, and hold the fresh captures to the same
+    figures (CI runs as root; elsewhere this is skipped)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("tcpdump"):
+        pytest.skip("needs root and tcpdump (CI has both)")
+    from analyzer.lab import list_scenarios, run_scenarios
+
+    ids = [s.id for s in list_scenarios()]
+    results = run_scenarios(ids, tmp_path, ("4", "6"), log=lambda m: None)
+    assert len(results) == 2 * len(ids)
+    fresh = sorted(tmp_path.glob("*.json"))
+    assert {json.loads(p.read_text())["case"] for p in fresh} == set(cases.BY_ID)
+    check_figures(evaluate(fresh))
