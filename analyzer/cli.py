@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cases", help="print the case catalog")
     c.add_argument("--json", action="store_true")
 
+    from analyzer.report import commands as report_commands
+
+    report_commands.add_parsers(sub)
+
     lab = sub.add_parser("lab", help="reproduce catalog cases with real sockets (root)")
     labsub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
     labsub.add_parser("list", help="list the lab's scenarios")
@@ -78,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_cases(args)
         if args.command == "lab":
             return cmd_lab(args, parser)
+        if args.command in ("plot", "report"):
+            from analyzer.report import commands as report_commands
+
+            return report_commands.run(args)
     except KeyboardInterrupt:
         print("rstscope: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
