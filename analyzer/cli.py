@@ -50,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cases", help="print the case catalog")
     c.add_argument("--json", action="store_true")
 
+    from analyzer import live_cli
     from analyzer.report import commands as report_commands
 
+    live_cli.add_parser(sub)
     report_commands.add_parsers(sub)
 
     lab = sub.add_parser("lab", help="reproduce catalog cases with real sockets (root)")
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_cases(args)
         if args.command == "lab":
             return cmd_lab(args, parser)
+        if args.command == "live":
+            from analyzer import live_cli
+
+            return live_cli.run(args)
         if args.command in ("plot", "report"):
             from analyzer.report import commands as report_commands
 

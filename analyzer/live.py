@@ -1,0 +1,279 @@
+"""The live loop: sniffer -> tracker -> classifier -> one printed verdict per connection.
+
+A connection's verdict is printed at the segment that ends it (``Tracker.on_end``), or when it is
+evicted (idle timeout, end of capture) if nothing ended it before. The tracker is swept from the
+capture's clock and, when no packet comes, from the wall clock, so idle connections are flushed
+and memory stays bounded by the connections open at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from analyzer import cases
+from analyzer.capture import ip as ip_layer
+from analyzer.capture.links import decoder_for
+from analyzer.capture.reader import ReadStats
+from analyzer.classify import Context, classify
+from analyzer.connection import Connection
+from analyzer.pipeline import make_record
+from analyzer.report import export, text
+from analyzer.segment import ACK, SYN
+from analyzer.tracker import Timeouts, Tracker
+
+STATUS_EVERY = 0.5  # seconds between status line refreshes
+KERNEL_DELAY = 0.25  # with --kernel, wait this long for the kernel's events before printing
+
+
+@dataclass
+class Options:
+    json: bool = False
+    cases: list[str] | None = None  # only these cases
+    ports: list[int] | None = None  # only connections with one of these ports
+    duration: float | None = None  # stop after this many seconds
+    count: int | None = None  # stop after this many packets
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    label: str = "live"  # the records' "file" field
+
+
+class LiveSession:
+    """Runs one live capture. ``run()`` returns 0 when --duration / --count ended it, 130 on a
+    signal (SIGINT, SIGTERM)."""
+
+    def __init__(self, source, opts: Options, *, out=None, err=None, writer_file=None,
+                 kernel=None, status: bool | None = None):
+        self.source = source
+        self.opts = opts
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.writer_file = writer_file
+        self.writer = None
+        self.kernel = kernel
+        self.status = self._is_tty(self.err) if status is None else status
+        self.stats = ReadStats(format="live")
+        self.ctx = Context()
+        self.tracker = Tracker(self._on_finish, opts.timeouts, on_end=self._on_end)
+        self.printed: set[int] = set()  # ids ended and printed, until their connection finishes
+        self.pending: list[tuple[float, Connection]] = []  # waiting for kernel events
+        self.counts: Counter = Counter()
+        self.frames = 0
+        self.latencies: list[float] = []  # wall clock at print - capture time of the decider
+        self.stop_signal: int | None = None
+        self._status_len = 0
+
+    # ---------------------------------------------------------------- verdicts
+    def _on_end(self, conn: Connection) -> None:
+        self.printed.add(conn.conn_id)
+        if self.kernel is not None:
+            self.pending.append((time.monotonic() + KERNEL_DELAY, conn))
+        else:
+            self._emit(conn)
+
+    def _on_finish(self, conn: Connection) -> None:
+        if conn.conn_id in self.printed:
+            self.printed.discard(conn.conn_id)
+            return
+        self._emit(conn)
+
+    def _flush_pending(self, force: bool = False) -> None:
+        if not self.pending:
+            return
+        now = time.monotonic()
+        if self.kernel is not None:
+            self.kernel.poll()
+        keep = []
+        for due, conn in self.pending:
+            if force or due <= now:
+                self._emit(conn)
+            else:
+                keep.append((due, conn))
+        self.pending = keep
+
+    def _emit(self, conn: Connection) -> None:
+        rec = make_record(conn, classify(conn, self.ctx), self.opts.label)
+        latency = time.time() - conn.end
+        self.latencies.append(latency)
+        if len(self.latencies) > 10000:
+            del self.latencies[:5000]
+        view = None
+        if self.kernel is not None:
+            from analyzer.capture.kernel import summarize
+
+            (a, pa), (b, pb) = conn.client, conn.server
+            self.kernel.poll()
+            view = summarize(self.kernel.take(a, pa, b, pb), conn.client, rec["case"])
+        if not self._keep(rec):
+            return
+        self.counts[rec["case"]] += 1
+        self._clear_status()
+        if self.opts.json:
+            rec["latency"] = round(latency, 6)
+            if view is not None:
+                rec["kernel"] = view
+            self.out.write(export.json_line(rec) + "\n")
+        else:
+            self.out.write(self._text(rec, view) + "\n")
+        self.out.flush()
+
+    def _text(self, rec: dict, view: dict | None) -> str:
+        body = text.connection_block(rec) if rec["abnormal"] else text.connection_line(rec)
+        if view is not None:
+            from analyzer.capture.kernel import describe
+
+            body += "\n" + describe(view)
+        return body
+
+    def _keep(self, rec: dict) -> bool:
+        if self.opts.cases and rec["case"] not in self.opts.cases:
+            return False
+        if self.opts.ports:
+            ports = {int(rec["client"].rsplit(":", 1)[1]), int(rec["server"].rsplit(":", 1)[1])}
+            if not ports & set(self.opts.ports):
+                return False
+        return True
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._loop()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.finish()
+        return 130 if self.stop_signal is not None else 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_signal = signum
+
+    def _loop(self) -> None:
+        opts = self.opts
+        start = time.monotonic()
+        deadline = start + opts.duration if opts.duration is not None else None
+        max_frames = opts.count
+        tracker = self.tracker
+        answered = self.ctx.answered_syns
+        decode = ip_layer.decode
+        stats = self.stats
+        decoders: dict = {}
+        sweep_every = opts.timeouts.sweep_every
+        last_wall_sweep = time.monotonic()
+        last_status = 0.0
+        last_ts = None  # capture clock of the last frame
+        last_ts_at = 0.0  # monotonic time when it was seen
+        for item in self.source:
+            now = time.monotonic()
+            if item is not None:
+                ts, linktype, data = item
+                self.frames += 1
+                stats.frames = self.frames
+                self._save(ts, linktype, data)
+                find_ip = decoders.get(linktype)
+                if find_ip is None:
+                    find_ip = decoders[linktype] = decoder_for(linktype) or (lambda _d: -1)
+                off = find_ip(data)
+                seg = decode(data, off, self.frames, ts, stats, False) if off >= 0 else None
+                if off < 0:
+                    stats.non_tcp += 1
+                if seg is not None:
+                    if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
+                        k = (seg.src, seg.sport)
+                        answered[k] = answered.get(k, 0) + 1
+                    tracker.feed(seg)  # sweeps itself from the capture clock
+                last_ts, last_ts_at = ts, now
+            if now - last_wall_sweep >= sweep_every:
+                # idle or not: advance the capture clock by the wall time since the last frame
+                if last_ts is not None:
+                    tracker.sweep(last_ts + (now - last_ts_at))
+                else:
+                    tracker.sweep(time.time())
+                last_wall_sweep = now
+            self._flush_pending()
+            if self.status and now - last_status >= STATUS_EVERY:
+                self._show_status()
+                last_status = now
+            if self.writer is not None and item is None:
+                self.writer.flush()
+            if self.stop_signal is not None:
+                break
+            if deadline is not None and now >= deadline:
+                break
+            if max_frames is not None and self.frames >= max_frames:
+                break
+
+    def _save(self, ts: float, linktype: int, data: bytes) -> None:
+        if self.writer_file is None:
+            return
+        if self.writer is None:
+            from analyzer.capture.sniff import PcapWriter
+
+            self.writer = PcapWriter(self.writer_file, linktype)
+        self.writer.write(ts, data)
+
+    def finish(self) -> None:
+        """Close the source, finish every connection, flush outputs, print the summary."""
+        try:
+            self.source.close()
+        finally:
+            self._flush_pending(force=True)
+            if self.kernel is not None:
+                self.kernel.poll()
+            self.tracker.close()
+            self._flush_pending(force=True)
+            self._clear_status()
+            if self.writer_file is not None:
+                if self.writer is None:
+                    from analyzer.capture.sniff import PcapWriter
+
+                    self.writer = PcapWriter(self.writer_file,
+                                             getattr(self.source, "linktype", None) or 1)
+                self.writer.flush()
+            self.out.flush()
+            summary = self.summary()
+            if self.opts.json:
+                self.err.write(summary + "\n")
+                self.err.flush()
+            else:
+                self.out.write("\n" + summary + "\n")
+                self.out.flush()
+
+    def summary(self) -> str:
+        total = sum(self.counts.values())
+        abnormal = sum(n for c, n in self.counts.items() if c in cases.ABNORMAL)
+        lines = [f"{total} connection(s) seen live on {self.opts.label.removeprefix('live:')}, "
+                 f"{abnormal} abnormal"]
+        lines += text.summary([{"case": c} for c, n in self.counts.items()
+                               for _ in range(n)]).splitlines()[1:]
+        drops = self.source.drops()
+        lines.append(f"  {self.frames} packets, {self.stats.tcp_segments} TCP segments, "
+                     f"{getattr(self.source, 'duplicates', 0)} loopback duplicates dropped, "
+                     f"{'?' if drops is None else drops} dropped by the kernel, "
+                     f"peak {self.tracker.peak_active} open connections")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- status line
+    @staticmethod
+    def _is_tty(stream) -> bool:
+        try:
+            return os.isatty(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _show_status(self) -> None:
+        drops = self.source.drops()
+        line = (f"{self.frames} packets, {len(self.tracker.active)} open connections, "
+                f"{'?' if drops is None else drops} kernel drops")
+        self.err.write("\r" + line.ljust(self._status_len))
+        self.err.flush()
+        self._status_len = len(line)
+
+    def _clear_status(self) -> None:
+        if self.status and self._status_len:
+            self.err.write("\r" + " " * self._status_len + "\r")
+            self.err.flush()
+            self._status_len = 0
