@@ -43,8 +43,12 @@ CATALOG: tuple[Case, ...] = (
          "host -> EHOSTUNREACH, net -> ENETUNREACH, port -> ECONNREFUSED, admin-prohibited -> "
          "EHOSTUNREACH (IPv4) or EACCES (IPv6)",
          "a routing or firewall problem between the hosts", 20,
-         linux_note="on an established connection ICMP errors are soft: data is retransmitted "
-                    "and the application finally gets EHOSTUNREACH, not ETIMEDOUT"),
+         linux_note="IPv4 host-unreachable on connect(): connect() fails at once with "
+                    "EHOSTUNREACH but the socket stays in SYN_SENT until close() (SO_ERROR 0); "
+                    "ICMPv6 admin-prohibited: the first ICMP is a soft error, the SYN is retried "
+                    "after 1 s and the second ICMP gives EACCES. On an established connection "
+                    "ICMP errors are soft: data is retransmitted and the application finally "
+                    "gets EHOSTUNREACH, not ETIMEDOUT"),
     Case("injected_reset", "Reset injected by a third party",
          "beyond the documents",
          "a RST its claimed sender did not send: the sender keeps sending after it, or its TTL / "
@@ -69,13 +73,15 @@ CATALOG: tuple[Case, ...] = (
          "treat read() == 0 as \"peer closed\" and stop writing; ignore SIGPIPE or use "
          "MSG_NOSIGNAL; check every write()", 50,
          linux_note="the documents say the RST gives ECONNRESET; Linux reports a RST received in "
-                    "CLOSE_WAIT as EPIPE"),
+                    "CLOSE_WAIT as EPIPE. The bare RST comes from the closer's time-wait "
+                    "socket in FIN_WAIT2 (reset reason TCP_TIMEWAIT_SOCKET), not from 'no socket'"),
     Case("keepalive_timeout", "Keepalive timeout: the peer stopped answering",
          "002 (SO_KEEPALIVE)",
          "keepalive probes (seq = next-1, length 0 or 1) unanswered, then the prober's RST/ACK",
          "prober: ETIMEDOUT",
          "the peer is gone: this is keepalive doing its job", 60,
-         linux_note="after TCP_KEEPCNT unanswered probes the kernel sends a RST/ACK"),
+         linux_note="after TCP_KEEPCNT unanswered probes the kernel sends a RST/ACK (reason "
+                    "TCP_KEEPALIVE_TIMEOUT); ETIMEDOUT, then EPIPE on the next send()"),
     Case("aborted_before_accept", "Connection reset before the server accepted it",
          "002 (ECONNABORTED paragraph)",
          "the handshake completes, then the client sends a RST before either side sent data",
@@ -100,7 +106,11 @@ CATALOG: tuple[Case, ...] = (
          "A sends RST/ACK without a FIN and without unread data (its last payload came after "
          "what it received)",
          "B: ECONNRESET on its next call; A: nothing",
-         "if unintended, remove the zero linger and close with FIN", 100),
+         "if unintended, remove the zero linger and close with FIN", 100,
+         linux_note="the RST/ACK's reset reason is TCP_STATE (tcp_disconnect), not "
+                    "TCP_ABORT_ON_LINGER; a client aborting this way after reading the answer "
+                    "looks exactly like unread_data_reset on the wire (reported as that, "
+                    "likely, with this case as rival)"),
     Case("retransmission_timeout", "Retransmission timeout: data never acknowledged",
          "002 (ETIMEDOUT, host crash); 004 §3 (主机崩溃)",
          "data retransmitted with growing gaps, never ACKed; then silence (or a RST)",
@@ -109,9 +119,12 @@ CATALOG: tuple[Case, ...] = (
          linux_note="Linux sends neither FIN nor RST when it gives up"),
     Case("syn_timeout", "Connect timeout: SYN never answered",
          "002 (\"connect time out\")",
-         "SYN retransmitted with exponential backoff, never answered",
+         "SYN retransmitted, never answered",
          "client connect() -> ETIMEDOUT",
-         "the host is down or a firewall drops silently: check reachability", 120),
+         "the host is down or a firewall drops silently: check reachability", 120,
+         linux_note="this kernel retries a SYN about every 1 s for the first 4 retries "
+                    "(tcp_syn_linear_timeouts=4), then doubles; TCP_SYNCNT=2 gave 6 SYNs and "
+                    "ETIMEDOUT after ~7.1 s (a time budget, not a count)"),
     Case("close_wait_stall", "Peer never closed: socket stuck in CLOSE_WAIT",
          "000/001 (\"half open\" / \"半打开\"); 002 (the client does not handle the FIN)",
          "A sent FIN; B ACKed it but sent no FIN of its own before the capture ended",
@@ -135,7 +148,10 @@ CATALOG: tuple[Case, ...] = (
     Case("graceful", "Graceful close",
          "000 §1 first half; 002 (server process killed: FIN, ACK)",
          "FIN and ACK in both directions", "both: read() -> EOF", "nothing to do", 230,
-         abnormal=False),
+         abnormal=False,
+         linux_note="the kernel never traces TIME_WAIT: the active closer's socket goes "
+                    "FIN_WAIT2 -> CLOSE and a time-wait socket takes over (an orphaned socket "
+                    "does so as soon as its FIN is acknowledged)"),
     Case("open", "Still open when the capture ended", "—",
          "established, no FIN or RST", "nothing yet", "nothing to do", 240, abnormal=False),
     Case("partial", "Capture joined mid-stream", "—",
