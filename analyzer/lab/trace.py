@@ -8,11 +8,11 @@ directly with ``time.monotonic()`` in the scenario's call log.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
 
+from analyzer.capture.kernel import parse_line as parse_kernel_line
 from analyzer.lab.netns import run
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -20,10 +20,6 @@ EVENTS = ("tcp/tcp_send_reset", "sock/inet_sock_set_state", "sock/inet_sk_error_
           "tcp/tcp_receive_reset")
 
 # "  python3-4358  [001] ..s1.   230.225440: tcp_send_reset: skbaddr=... src=127.0.0.1:1 ..."
-_LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+\[\d+\]\s+\S+\s+(?P<ts>\d+\.\d+):\s+"
-                   r"(?P<event>\w+):\s+(?P<rest>.*)$")
-_KV = re.compile(r"(\w+)=(\S+)")
-_ADDR_PORT = re.compile(r"^\[?(?P<addr>[^\]]*?)\]?:(?P<port>\d+)$")
 
 
 def tracefs_available() -> bool:
@@ -37,31 +33,12 @@ def tracefs_available() -> bool:
 
 
 def parse_line(line: str) -> dict | None:
-    """One trace line -> {"event", "ts", fields...} with addresses and ports split."""
-    m = _LINE.match(line)
-    if not m:
-        return None
-    rec: dict = {"event": m["event"], "ts": float(m["ts"])}
-    fields = dict(_KV.findall(m["rest"]))
-    if m["event"] == "tcp_send_reset":
-        for key, side in (("src", "s"), ("dest", "d")):
-            am = _ADDR_PORT.match(fields.get(key, ""))
-            if am:
-                rec[f"{side}addr"] = am["addr"]
-                rec[f"{side}port"] = int(am["port"])
-        rec["state"] = fields.get("state")
-        rec["reason"] = fields.get("reason")
-        return rec
-    v6 = fields.get("family") == "AF_INET6"
-    rec["saddr"] = fields.get("saddrv6" if v6 else "saddr")
-    rec["daddr"] = fields.get("daddrv6" if v6 else "daddr")
-    rec["sport"] = int(fields.get("sport", 0))
-    rec["dport"] = int(fields.get("dport", 0))
-    for key in ("oldstate", "newstate"):
-        if key in fields:
-            rec[key] = fields[key]
-    if "error" in fields:
-        rec["error"] = int(fields["error"])
+    """One trace line -> {"event", "ts", fields...}: the live mode's parser, with the labels'
+    key for an error report (``error``, the errno number)."""
+    rec = parse_kernel_line(line)
+    if rec is not None and "errno" in rec:
+        rec["error"] = rec.pop("errno")
+        rec.pop("errname", None)
     return rec
 
 
