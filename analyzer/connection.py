@@ -299,7 +299,10 @@ class Connection:
             answers_syn=rcv.state in (State.SYN_SENT, State.SYN_RCVD) or not other.synack_frames
             and bool(other.syn_frames) and not me.synack_frames,
         )
-        _keep(me.rsts, fact)
+        # a storm of stray RSTs must not crowd out the few that count: accepted ones are kept
+        # (each ends a state, so there are few), the others up to MAX_KEPT
+        if len(me.rsts) < MAX_KEPT or (accepted and sum(r.accepted for r in me.rsts) < 8):
+            me.rsts.append(fact)
         self.ep[role].apply(Event.SEND_RST, seg.frame, seg.ts, self.anomalies)
         if accepted:
             rcv.apply(Event.RECV_RST, seg.frame, seg.ts, self.anomalies)

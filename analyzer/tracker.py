@@ -25,6 +25,10 @@ class Timeouts:
     idle: float = 300.0  # a connection silent this long is over (tcp_inactivity_timeout)
     closed: float = 5.0  # a closed connection lingers this long for its last ACKs / RSTs
     sweep_every: float = 1.0  # look for idle connections at most once per capture second
+    # at most this many connections open at once: past it, the least recently active one is
+    # finished early (a SYN flood's spoofed attempts go first, being the oldest), so memory has
+    # a ceiling whatever the capture holds
+    max_active: int = 100_000
 
 
 Key = tuple[tuple[str, int], tuple[str, int]]
@@ -76,6 +80,7 @@ class Tracker:
         self.next_id = 0
         self.last_sweep = None
         self.peak_active = 0
+        self.evicted_early = 0  # connections finished early because max_active was reached
 
     def feed(self, seg: Segment) -> None:
         key = _key(seg)
@@ -89,6 +94,10 @@ class Tracker:
             self.next_id += 1
             conn.zeek = ZeekView(**self.zeek_options)
             self.active[key] = conn
+            if len(self.active) > self.timeouts.max_active:
+                oldest = next(iter(self.active))
+                self.evicted_early += 1
+                self._finish(oldest, self.active[oldest])
             self.peak_active = max(self.peak_active, len(self.active))
         else:
             self.active.move_to_end(key)

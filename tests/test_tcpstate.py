@@ -244,3 +244,31 @@ def test_every_synchronised_state_closes_on_an_accepted_rst(state_before):
     ep = Endpoint("server", State(state_before))
     assert ep.apply(Event.RECV_RST, 9, 2.0, []) is True
     assert ep.state is State.CLOSED
+
+
+def test_max_active_caps_the_table_and_finishes_the_oldest_first():
+    f = Flow()
+    for i in range(30):  # a flood of spoofed SYNs, one per 4-tuple
+        f.ends["c"] = ("10.9.0.1", 20000 + i)
+        f("c", "S", 1000 + i)
+    done = []
+    t = Tracker(done.append, Timeouts(max_active=10))
+    for seg in f.segments:
+        t.feed(seg)
+        assert len(t.active) <= 10
+    assert [c.client[1] for c in done] == list(range(20000, 20020))
+    assert t.evicted_early == 20
+    t.close()
+    assert len(done) == 30
+
+
+def test_an_rst_storm_does_not_crowd_out_the_exact_rst():
+    f = Flow()
+    handshake(f)
+    for i in range(40):  # stray in-window RSTs, none exact
+        f("s", "R", 5001 + 100 + i, ttl=40)
+    f("s", "R", 5001, ttl=40)  # the exact one
+    (conn,) = run(f)
+    rsts = conn.sent["server"].rsts
+    assert len(rsts) <= 33 and rsts[-1].accepted and rsts[-1].frame == 44
+    assert states(conn, "client")[-1] == "CLOSED"
