@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO ?= captures/unread_data_reset.pcap
 
-.PHONY: demo test test-fast lint captures clean
+.PHONY: demo test test-fast lint captures clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,13 @@ lint: $(STAMP)
 # Regenerates the labelled corpus with real sockets (needs root).
 captures: $(STAMP)
 	$(BIN)/rstscope lab run all --both -o captures
+
+# Speed against tshark and tcptrace on deterministic synthetic captures (cached in bench-data/).
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_bench.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
