@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO ?= captures/unread_data_reset.pcap
 
-.PHONY: demo test test-fast lint captures clean bench bench-quick
+.PHONY: demo test test-fast lint fuzz captures clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 # Regenerates the labelled corpus with real sockets (needs root).
 captures: $(STAMP)
 	$(BIN)/rstscope lab run all --both -o captures
+
+# At least 100,000 mutated and generated captures through the CLI, bounded to 10 minutes.
+fuzz: $(STAMP)
+	$(BIN)/python -m analyzer.fuzz --inputs 100000 --workers 2 --seconds 600 --keep fuzz-failures
 
 # Speed against tshark and tcptrace on deterministic synthetic captures (cached in bench-data/).
 bench: $(STAMP)

@@ -131,6 +131,10 @@ def cmd_analyze(args) -> int:
     for out in (args.csv, args.parquet):
         if out:
             export.check_writable(out, args.force)
+
+    def one_line(text: str) -> str:  # a file name may hold newlines or terminal escapes
+        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
     reports: list[FileReport] = []
     table: list[dict] = []  # what the text view or the files need
     need_all = bool(args.csv or args.parquet)
@@ -153,15 +157,15 @@ def cmd_analyze(args) -> int:
                         table.append({"case": rec["case"]})  # counted in the summary only
             except UnreadableCapture as e:
                 unreadable += 1
-                print(f"rstscope: {e}", file=sys.stderr)
+                print(f"rstscope: {one_line(str(e))}", file=sys.stderr)
     except KeyboardInterrupt:
         interrupted = True
     problems: list[CaptureError] = [p for r in reports for p in r.problems]
     for p in problems:
-        print(f"rstscope: {p}", file=sys.stderr)
+        print(f"rstscope: {one_line(str(p))}", file=sys.stderr)
     for r in reports:
         for note in r.notes:
-            print(f"rstscope: {r.path}: {note}", file=sys.stderr)
+            print(f"rstscope: {one_line(r.path)}: {note}", file=sys.stderr)
     if need_all:
         import pandas as pd
 

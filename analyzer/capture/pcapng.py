@@ -29,6 +29,8 @@ OPT_IF_TSRESOL = 9  # 1 byte: 10**-v seconds, or 2**-(v & 0x7f) if the top bit i
 OPT_IF_TSOFFSET = 14  # 8 bytes signed: seconds added to every timestamp
 
 MIN_BLOCK = 12  # type + two lengths
+MIN_SHB = 28  # section header: type, length, byte-order magic, version, section length, length
+VERSION_MAJOR = 1  # another major version is an incompatible format (minor ones are compatible)
 MAX_BLOCK = 16 * 1024 * 1024  # larger block lengths are taken as corruption
 DEFAULT_UNITS = 1_000_000  # default if_tsresol: microseconds
 
@@ -74,10 +76,22 @@ def interface_from_idb(body: bytes, little: bool) -> Interface:
     return Interface(linktype & LINKTYPE_MASK, snaplen, units, offset)
 
 
+def shb_problem(blen: int, body: bytes, little: bool) -> str | None:
+    """What is wrong with a section header block of ``blen`` bytes whose bytes after the
+    byte-order magic are ``body``, or None."""
+    if blen < MIN_SHB:
+        return f"section header block too short ({blen} bytes)"
+    major, minor = struct.unpack_from("<HH" if little else ">HH", body, 0)
+    if major != VERSION_MAJOR:
+        return f"section header with unsupported pcapng version {major}.{minor}"
+    return None
+
+
 def records(f, head: bytes, ctx) -> Iterator[tuple[float, int, bytes]]:
     """Yield (ts, linktype, frame bytes) per packet block; linktype -1: undescribed interface.
 
-    ``head`` holds bytes already read from the start of the file (at most the first 12 bytes).
+    ``head`` holds bytes already read from the start of the file (the first 12 bytes, or the
+    whole first section header block, as ``open_capture`` checked it).
     Damage goes to ``ctx.damage(message, offset, frame)``; ``ctx.stats`` counts skipped blocks.
     """
     read = f.read
@@ -123,7 +137,8 @@ def records(f, head: bytes, ctx) -> Iterator[tuple[float, int, bytes]]:
             ctx.damage(f"block of type 0x{btype:08x} has impossible length {blen}", pos,
                        stats.frames + 1)
             return
-        rest = read(blen - len(top))
+        rest = extra[4:]  # the rest of the first section header, when already read
+        rest += read(blen - len(top) - len(rest))
         if len(rest) < blen - len(top):
             ctx.damage(f"truncated block of type 0x{btype:08x}: {len(top) + len(rest)} of "
                        f"{blen} bytes present", pos, stats.frames + 1)
@@ -133,6 +148,11 @@ def records(f, head: bytes, ctx) -> Iterator[tuple[float, int, bytes]]:
                        f"{u32(rest, len(rest) - 4)[0]} differs from leading length {blen}",
                        pos, stats.frames + 1)
             return
+        if btype == BT_SHB:
+            problem = shb_problem(blen, rest, little)
+            if problem:
+                ctx.damage(problem, pos, stats.frames + 1)
+                return
         block_at = pos
         pos += blen
         stats.bytes_read = pos

@@ -107,6 +107,7 @@ class CaptureReader:
         self._pcap_header = pcap_header
         self._started = False
         self._check_ip = check_ip_checksums
+        self._first_malformed: int | None = None  # frame number, for the note
 
     def damage(self, message: str, offset: int, frame: int | None) -> None:
         """Record damage found at byte ``offset`` (called by the format modules)."""
@@ -140,6 +141,9 @@ class CaptureReader:
             self.damage(f"read error: {exc}", self.stats.bytes_read, self.stats.frames + 1)
         finally:
             self.close()
+            if self.stats.malformed:
+                self.notes.append(f"{self.stats.malformed} frame(s) with impossible IP/TCP header"
+                                  f" lengths skipped (first: frame {self._first_malformed})")
 
     def _segments(self, recs) -> Iterator[Segment]:
         stats = self.stats
@@ -160,7 +164,7 @@ class CaptureReader:
                 else:
                     find_ip = decoders[linktype] = decoder_for(linktype) if linktype >= 0 else None
                     if find_ip is None:
-                        self._note_link(linktype)
+                        self._note_link(linktype, frame)
             link_types[linktype] = link_types.get(linktype, 0) + 1
             if find_ip is None:
                 stats.non_tcp += 1
@@ -172,13 +176,16 @@ class CaptureReader:
             seg = decode(data, off, frame, ts, stats, check_ip)
             if seg is not None:
                 yield seg
+            elif self._first_malformed is None and stats.malformed:
+                self._first_malformed = frame
 
-    def _note_link(self, linktype: int) -> None:
+    def _note_link(self, linktype: int, frame: int) -> None:
         if linktype < 0:
             self.notes.append("pcapng packet blocks refer to an interface with no description "
-                              "block; those frames are skipped")
+                              f"block (first: frame {frame}); those frames are skipped")
         else:
-            self.notes.append(f"link type {linktype} is not supported; its frames are skipped")
+            self.notes.append(f"link type {linktype} is not supported (first: frame {frame}); "
+                              "its frames are skipped")
 
 
 def open_capture(path: str, *, name: str | None = None,
@@ -253,9 +260,35 @@ def _open_stream(shown: str, raw, close, check_ip: bool) -> CaptureReader:
         if head[8:12] not in (pcapng.BOM_LE, pcapng.BOM_BE):
             raise UnreadableCapture(shown, "pcapng section header has no valid byte-order magic"
                                     f" (found {head[8:12].hex(' ') or 'nothing'})", offset=8)
+        head += _first_shb(shown, stream, head)
         return CaptureReader(shown, stream, close, "pcapng", head, None, compressed, check_ip)
     found = head.hex(" ")
     raise UnreadableCapture(shown, f"not a pcap or pcapng file (starts with {found})", offset=0)
+
+
+def _first_shb(shown: str, stream, head: bytes) -> bytes:
+    """The rest of the first pcapng section header block (``head``: its first 12 bytes), read and
+    checked: damage there means nothing can be read, as for a pcap file header."""
+    order = "little" if head[8:12] == pcapng.BOM_LE else "big"
+    blen = int.from_bytes(head[4:8], order)
+    if blen < pcapng.MIN_SHB or blen % 4 or blen > pcapng.MAX_BLOCK:
+        raise UnreadableCapture(shown, f"pcapng section header has impossible length {blen}",
+                                offset=0)
+    try:
+        rest = _read_exact(stream, blen - len(head))
+    except _READ_ERRORS as exc:
+        raise UnreadableCapture(shown, f"cannot read: {exc}", offset=len(head)) from None
+    if len(rest) < blen - len(head):
+        raise UnreadableCapture(shown, "pcapng section header is truncated "
+                                f"({len(head) + len(rest)} of {blen} bytes present)", offset=0)
+    trailer = int.from_bytes(rest[-4:], order)
+    if trailer != blen:
+        raise UnreadableCapture(shown, f"pcapng section header: trailing length {trailer} differs "
+                                f"from leading length {blen}", offset=0)
+    problem = pcapng.shb_problem(blen, rest, order == "little")
+    if problem:
+        raise UnreadableCapture(shown, problem, offset=0)
+    return rest
 
 
 def _is_tty(stream) -> bool:
