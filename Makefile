@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 # Regenerates the labelled corpus with real sockets (needs root).
 captures: $(STAMP)
-	$(BIN)/rstscope lab run all --both -o captures
+	$(BIN)/rstscope lab run all --both --force -o captures
 
 # At least 100,000 mutated and generated captures through the CLI, bounded to 10 minutes.
 fuzz: $(STAMP)

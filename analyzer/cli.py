@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     run = labsub.add_parser("run", help="run scenarios, capture them, analyze the captures")
     run.add_argument("case_ids", nargs="+", metavar="CASE", help="case ids, or 'all'")
     run.add_argument("-o", "--output", default="lab-out", metavar="DIR")
+    run.add_argument("--force", action="store_true",
+                     help="overwrite captures and labels already in DIR")
     fam = run.add_mutually_exclusive_group()
     fam.add_argument("--ipv6", action="store_true", help="IPv6 only")
     fam.add_argument("--both", action="store_true", help="IPv4 and IPv6")
@@ -128,6 +130,9 @@ def cmd_analyze(args) -> int:
         unknown = [c for c in args.case if c not in cases.BY_ID]
         if unknown:
             raise UsageError(f"unknown case id(s): {', '.join(unknown)} (see `rstscope cases`)")
+    export.check_distinct(args.csv, args.parquet)
+    if args.parquet == "-":
+        raise UsageError("--parquet needs a file name, not -")
     for out in (args.csv, args.parquet):
         if out:
             export.check_writable(out, args.force)
@@ -173,9 +178,9 @@ def cmd_analyze(args) -> int:
 
         df = pd.DataFrame([t for t in table if "file" in t], columns=list(RECORD_FIELDS))
         if args.csv:
-            export.write_csv(df, args.csv)
+            export.write_csv(df, args.csv, args.force)
         if args.parquet:
-            export.write_parquet(df, args.parquet)
+            export.write_parquet(df, args.parquet, args.force)
     if not args.json:
         shown = sorted((t for t in table if "file" in t and (args.all or t["abnormal"])),
                        key=lambda t: (t["file"], t["conn"]))
@@ -238,6 +243,11 @@ def cmd_lab(args, parser) -> int:
         raise UsageError(f"no lab scenario for: {', '.join(unknown)} (see `rstscope lab list`)")
     families = ("6",) if args.ipv6 else ("4", "6") if args.both else ("4",)
     out = Path(args.output)
+    clash = [f"{c}{'' if f == '4' else '_v6'}.pcap" for c in ids for f in families
+             if (out / f"{c}{'' if f == '4' else '_v6'}.pcap").exists()]
+    if clash and not args.force:
+        raise UsageError(f"{out}: already holds {', '.join(clash[:3])}"
+                         f"{' ...' if len(clash) > 3 else ''} (use --force to overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     results = lab.run_scenarios(ids, out, families, log=lambda m: print(m, file=sys.stderr))
     from analyzer.api import analyze

@@ -170,3 +170,19 @@ def test_python_api(pcap):
     assert list(ev[ev["role"] == "server"]["state"]) == ["LISTEN", "SYN_RCVD", "ESTABLISHED",
                                                          "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
     assert ev.iloc[0]["from_state"] == "UNKNOWN"
+
+
+def test_csv_to_stdout_and_outputs_that_collide(pcap, tmp_path, capsys):
+    code, out, _ = run_cli(["analyze", "--csv", "-", str(pcap)], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("file,conn,client,server")
+    assert not (Path.cwd() / "-").exists()
+    same = tmp_path / "x.out"
+    code, _, err = run_cli(["analyze", "--csv", str(same), "--parquet", str(same), str(pcap)],
+                           capsys)
+    assert code == 2 and "same file" in err and not same.exists()
+
+
+def test_lab_run_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "refused.pcap").write_bytes(b"")
+    code, _, err = run_cli(["lab", "run", "refused", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "--force" in err
