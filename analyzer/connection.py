@@ -8,7 +8,8 @@ counters and a bounded number of notable frames are kept, never the segments the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from analyzer.segment import ACK, FIN, RST, SYN, Segment
 from analyzer.tcpstate import FIN_RECEIVED, FINISHED, Anomaly, Endpoint, Event, State
@@ -26,8 +27,14 @@ def seq_le(a: int, b: int) -> bool:
     return a == b or seq_lt(a, b)
 
 
-def _keep(lst: list, item) -> None:
-    if len(lst) < MAX_KEPT:
+def _keep(obj, name: str, item) -> None:
+    """Append to obj.name up to MAX_KEPT items. Lists start as the shared empty tuple and become
+    lists on first use: most connections never need most of them (a SYN flood's attempts need
+    one), and an empty list per field per direction is most of a connection's memory."""
+    lst = getattr(obj, name)
+    if not lst:
+        setattr(obj, name, [item])
+    elif len(lst) < MAX_KEPT:
         lst.append(item)
 
 
@@ -58,10 +65,10 @@ class DirFacts:
     """What one side sent."""
 
     isn: int | None = None
-    syn_frames: list[int] = field(default_factory=list)
-    syn_times: list[float] = field(default_factory=list)
-    synack_frames: list[int] = field(default_factory=list)
-    synack_times: list[float] = field(default_factory=list)
+    syn_frames: Sequence[int] = ()
+    syn_times: Sequence[float] = ()
+    synack_frames: Sequence[int] = ()
+    synack_times: Sequence[float] = ()
     next_seq: int | None = None  # highest sequence number sent + 1 (snd.max)
     max_ack: int | None = None  # highest acknowledgment sent (the peer's data it has)
     ack_frame: int | None = None  # frame of the segment that last raised max_ack
@@ -75,13 +82,13 @@ class DirFacts:
     last_frame: int | None = None
     last_ts: float = 0.0
     retransmissions: int = 0
-    ladder: list[tuple[int, float]] = field(default_factory=list)  # resends of one segment
+    ladder: Sequence[tuple[int, float]] = ()  # resends of one segment
     ladder_seq: int | None = None
-    keepalives: list[int] = field(default_factory=list)
+    keepalives: Sequence[int] = ()
     zero_windows: int = 0
-    ttls: set[int] = field(default_factory=set)
+    ttls: frozenset[int] = frozenset()  # TTLs of its non-RST segments (rarely more than one)
     options_seen: bool = False  # its ordinary segments carry TCP options
-    rsts: list[RstFact] = field(default_factory=list)
+    rsts: Sequence[RstFact] = ()
     data_after_peer_fin: int | None = None  # first new payload sent after the peer's FIN arrived
     sent_after_own_rst: int | None = None  # first non-RST segment after it sent a RST
     last_key: tuple | None = None  # identity of its last segment, to drop capture duplicates
@@ -116,7 +123,7 @@ class Connection:
         self.duplicates = 0
         self.ep = {"client": Endpoint("client"), "server": Endpoint("server")}
         self.sent = {"client": DirFacts(), "server": DirFacts()}
-        self.icmp: list[IcmpFact] = []
+        self.icmp: Sequence[IcmpFact] = ()
         self.anomalies: list[Anomaly] = []
         self.pending_challenge: dict[str, RstFact] = {}
         self.zeek = None  # a ZeekView, attached by the tracker
@@ -144,7 +151,7 @@ class Connection:
     # ---------------------------------------------------------------- updates
     def observe_icmp(self, seg: Segment) -> None:
         about = self.role_of(seg)
-        _keep(self.icmp, IcmpFact(seg.frame, seg.ts, seg.icmp_kind, seg.icmp_type or 0,
+        _keep(self, "icmp", IcmpFact(seg.frame, seg.ts, seg.icmp_kind, seg.icmp_type or 0,
                                   seg.icmp_code or 0, about, seg.icmp_from or ""))
         self._touch(seg)
 
@@ -162,7 +169,8 @@ class Connection:
         me.last_frame, me.last_ts = seg.frame, seg.ts
         flags = seg.flags
         if not flags & RST:
-            me.ttls.add(seg.ttl)  # a RST's own TTL is judged against these
+            if seg.ttl not in me.ttls:  # a RST's own TTL is judged against these
+                me.ttls = me.ttls | {seg.ttl}
             me.options_seen = me.options_seen or seg.has_options
             if me.rsts and me.sent_after_own_rst is None:
                 me.sent_after_own_rst = seg.frame
@@ -204,11 +212,11 @@ class Connection:
             return
         if seg.payload_len and seg.payload_len <= 1 and not flags & (SYN | FIN) \
                 and seg.seq == (me.next_seq - 1) & 0xFFFFFFFF:
-            _keep(me.keepalives, seg.frame)  # keepalive (or window) probe: seq = next - 1
+            _keep(me, "keepalives", seg.frame)  # keepalive (or window) probe: seq = next - 1
             return
         if seg.payload_len == 0 and not flags & (SYN | FIN) \
                 and seg.seq == (me.next_seq - 1) & 0xFFFFFFFF:
-            _keep(me.keepalives, seg.frame)
+            _keep(me, "keepalives", seg.frame)
             return
         if seq_lt(me.next_seq, end):
             new = (end - me.next_seq) & 0xFFFFFFFF
@@ -220,8 +228,8 @@ class Connection:
                 me.retransmissions += 1
                 if me.ladder_seq != seg.seq:
                     me.ladder_seq = seg.seq
-                    me.ladder = []
-                _keep(me.ladder, (seg.frame, seg.ts))
+                    me.ladder = ()
+                _keep(me, "ladder", (seg.frame, seg.ts))
 
     def _new_data(self, seg: Segment, role: str, me: DirFacts, n: int) -> None:
         me.bytes += n
@@ -235,12 +243,12 @@ class Connection:
         ep, flags = self.ep[role], seg.flags
         if flags & SYN:
             if flags & ACK:
-                _keep(me.synack_frames, seg.frame)
-                _keep(me.synack_times, seg.ts)
+                _keep(me, "synack_frames", seg.frame)
+                _keep(me, "synack_times", seg.ts)
                 ep.apply(Event.SEND_SYNACK, seg.frame, seg.ts, self.anomalies)
             else:
-                _keep(me.syn_frames, seg.frame)
-                _keep(me.syn_times, seg.ts)
+                _keep(me, "syn_frames", seg.frame)
+                _keep(me, "syn_times", seg.ts)
                 ep.apply(Event.SEND_SYN, seg.frame, seg.ts, self.anomalies)
             return
         if flags & FIN:
@@ -301,7 +309,9 @@ class Connection:
         )
         # a storm of stray RSTs must not crowd out the few that count: accepted ones are kept
         # (each ends a state, so there are few), the others up to MAX_KEPT
-        if len(me.rsts) < MAX_KEPT or (accepted and sum(r.accepted for r in me.rsts) < 8):
+        if not me.rsts:
+            me.rsts = [fact]
+        elif len(me.rsts) < MAX_KEPT or (accepted and sum(r.accepted for r in me.rsts) < 8):
             me.rsts.append(fact)
         self.ep[role].apply(Event.SEND_RST, seg.frame, seg.ts, self.anomalies)
         if accepted:
