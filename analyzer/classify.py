@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from analyzer.connection import Connection, RstFact
+from analyzer.segment import ACK, SYN, Segment
 from analyzer.tcpstate import State
 
 LINEAR_RETRY = (0.7, 1.6)  # s: gaps of a listen queue's linear SYN retries (syn_linear_timeouts)
@@ -36,12 +37,18 @@ class Context:
 
     answered_syns: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    def note(self, seg: Segment) -> None:
+        """Called with every segment of the capture, before the tracker sees it."""
+        if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
+            k = (seg.src, seg.sport)
+            self.answered_syns[k] = self.answered_syns.get(k, 0) + 1
+
     def listener_seen(self, server: tuple[str, int]) -> bool:
         return self.answered_syns.get(server, 0) > 0
 
 
 def _sees(role: str, errs: list[str], other: list[str] | None = None) -> dict:
-    peer = "server" if role == "client" else "client"
+    peer = Connection.peer(role)
     return {f"{role}_sees": errs, f"{peer}_sees": other or []}
 
 
@@ -106,7 +113,7 @@ def rule_injected_reset(c: Connection, ctx: Context) -> Verdict | None:
             ttl_odd = bool(d.ttls) and r.ttl not in d.ttls
             if not r.accepted or not (r.forged or ttl_odd):
                 continue
-            victim = "server" if role == "client" else "client"
+            victim = Connection.peer(role)
             why = []
             if r.forged:
                 why.append(f"the {role} kept sending after it (frame {d.sent_after_own_rst})")
@@ -166,7 +173,7 @@ def rule_backlog_overflow(c: Connection, ctx: Context) -> Verdict | None:
 def rule_write_after_close(c: Connection, ctx: Context) -> Verdict | None:
     # Before peer_state_lost: the bare RST is the same; the closer's earlier FIN tells it apart.
     for a in ("client", "server"):
-        b = "server" if a == "client" else "client"
+        b = Connection.peer(a)
         da, db = c.sent[a], c.sent[b]
         if da.fin_frame is None or db.data_after_peer_fin is None:
             continue
@@ -185,7 +192,7 @@ def rule_keepalive_timeout(c: Connection, ctx: Context) -> Verdict | None:
     for p, d in c.sent.items():
         if not d.keepalives:
             continue
-        peer = c.sent["server" if p == "client" else "client"]
+        peer = c.sent[Connection.peer(p)]
         if peer.last_frame and peer.last_frame > d.keepalives[-1]:
             continue  # the peer answered the last probe
         rst = next((r for r in d.rsts if r.frame > d.keepalives[-1]), None)
@@ -223,7 +230,7 @@ def rule_peer_state_lost(c: Connection, ctx: Context) -> Verdict | None:
     if r is None or r.has_ack:
         return None
     a = r.sender
-    b = "server" if a == "client" else "client"
+    b = Connection.peer(a)
     if c.sent[a].fin_frame is not None or r.receiver_state in ("SYN_SENT", "UNKNOWN"):
         return None
     return Verdict("peer_state_lost", a, **_sees(b, ["ECONNRESET"]),
@@ -237,7 +244,7 @@ def _rst_abort(c: Connection) -> tuple[RstFact, str, str] | None:
     if r is None or not r.has_ack:
         return None
     a = r.sender
-    return r, a, "server" if a == "client" else "client"
+    return r, a, Connection.peer(a)
 
 
 def rule_unread_data_reset(c: Connection, ctx: Context) -> Verdict | None:
@@ -270,7 +277,7 @@ def rule_abortive_close(c: Connection, ctx: Context) -> Verdict | None:
     if r is None:
         return None
     a = r.sender
-    b = "server" if a == "client" else "client"
+    b = Connection.peer(a)
     kind = "RST/ACK" if r.has_ack else "bare RST"
     return Verdict("abortive_close", a, **_sees(b, ["ECONNRESET"] if r.receiver_state not in
                                                ("UNKNOWN", "CLOSED") else []),
@@ -284,7 +291,7 @@ def rule_retransmission_timeout(c: Connection, ctx: Context) -> Verdict | None:
     for p, d in c.sent.items():
         if len(d.ladder) < 2 or d.next_seq is None:
             continue
-        peer = c.sent["server" if p == "client" else "client"]
+        peer = c.sent[Connection.peer(p)]
         if peer.max_ack is not None and peer.max_ack == d.next_seq:
             continue  # it was acknowledged in the end
         return Verdict("retransmission_timeout", None, **_sees(p, ["ETIMEDOUT"]),
@@ -307,7 +314,7 @@ def rule_syn_timeout(c: Connection, ctx: Context) -> Verdict | None:
 
 def rule_close_wait_stall(c: Connection, ctx: Context) -> Verdict | None:
     for b, ep in c.ep.items():
-        a = "server" if b == "client" else "client"
+        a = Connection.peer(b)
         if ep.state is State.CLOSE_WAIT and c.sent[a].fin_frame is not None \
                 and not c.sent[b].rsts:
             waited = c.end - c.sent[a].last_ts if c.sent[a].last_ts else 0.0
@@ -356,7 +363,7 @@ def rule_simultaneous_close(c: Connection, ctx: Context) -> Verdict | None:
 
 def rule_half_close(c: Connection, ctx: Context) -> Verdict | None:
     for a, d in c.sent.items():
-        b = "server" if a == "client" else "client"
+        b = Connection.peer(a)
         if d.fin_frame and c.sent[b].data_after_peer_fin and c.sent[b].fin_frame:
             return Verdict("half_close", a, ["EOF"], ["EOF"],
                            _frames(d.fin_frame, c.sent[b].data_after_peer_fin,

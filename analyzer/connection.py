@@ -210,13 +210,9 @@ class Connection:
             if seg.payload_len:
                 self._new_data(seg, role, me, seg.payload_len)
             return
-        if seg.payload_len and seg.payload_len <= 1 and not flags & (SYN | FIN) \
+        if seg.payload_len <= 1 and not flags & (SYN | FIN) \
                 and seg.seq == (me.next_seq - 1) & 0xFFFFFFFF:
             _keep(me, "keepalives", seg.frame)  # keepalive (or window) probe: seq = next - 1
-            return
-        if seg.payload_len == 0 and not flags & (SYN | FIN) \
-                and seg.seq == (me.next_seq - 1) & 0xFFFFFFFF:
-            _keep(me, "keepalives", seg.frame)
             return
         if seq_lt(me.next_seq, end):
             new = (end - me.next_seq) & 0xFFFFFFFF

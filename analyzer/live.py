@@ -23,7 +23,6 @@ from analyzer.classify import Context, classify
 from analyzer.connection import Connection
 from analyzer.pipeline import make_record
 from analyzer.report import export, text
-from analyzer.segment import ACK, SYN
 from analyzer.tracker import Timeouts, Tracker
 
 STATUS_EVERY = 0.5  # seconds between status line refreshes
@@ -157,7 +156,6 @@ class LiveSession:
         deadline = start + opts.duration if opts.duration is not None else None
         max_frames = opts.count
         tracker = self.tracker
-        answered = self.ctx.answered_syns
         decode = ip_layer.decode
         stats = self.stats
         decoders: dict = {}
@@ -181,9 +179,7 @@ class LiveSession:
                 if off < 0:
                     stats.non_tcp += 1
                 if seg is not None:
-                    if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
-                        k = (seg.src, seg.sport)
-                        answered[k] = answered.get(k, 0) + 1
+                    self.ctx.note(seg)
                     tracker.feed(seg)  # sweeps itself from the capture clock
                 last_ts, last_ts_at = ts, now
             if now - last_wall_sweep >= sweep_every:

@@ -14,7 +14,6 @@ from analyzer.capture import open_capture
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.errors import CaptureError
-from analyzer.segment import ACK, SYN
 from analyzer.tracker import Timeouts, Tracker
 
 
@@ -151,11 +150,8 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     ctx = Context()
     done: list[Connection] = []
     tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
-    answered = ctx.answered_syns
     for seg in reader:
-        if seg.flags & SYN and seg.flags & ACK and not seg.is_icmp:
-            k = (seg.src, seg.sport)
-            answered[k] = answered.get(k, 0) + 1
+        ctx.note(seg)
         tracker.feed(seg)
         if done:
             for conn in done:
