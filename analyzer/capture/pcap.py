@@ -44,10 +44,12 @@ def parse_header(raw: bytes) -> PcapHeader | None:
                       linkfield & LINKTYPE_MASK, linkfield >> 16)
 
 
-def records(f, hdr: PcapHeader, ctx) -> Iterator[tuple[float, int, bytes]]:
+def records(f, hdr: PcapHeader, ctx,
+            pos: int = HEADER_LEN) -> Iterator[tuple[float, int, bytes]]:
     """Yield (ts, linktype, frame bytes) per record; damage goes to ``ctx.problems``.
 
     ``ctx`` is the CaptureReader: path, stats (frames counts records already yielded), problems.
+    ``pos``: the file offset ``f`` is at (a record boundary), to continue a partial read.
     """
     unpack = struct.Struct("<IIII" if hdr.little_endian else ">IIII").unpack
     div = 1e9 if hdr.nanoseconds else 1e6
@@ -55,7 +57,6 @@ def records(f, hdr: PcapHeader, ctx) -> Iterator[tuple[float, int, bytes]]:
     linktype = hdr.linktype
     read = f.read
     stats = ctx.stats
-    pos = HEADER_LEN
     stats.bytes_read = pos
     while True:
         head = read(RECORD_LEN)

@@ -108,6 +108,7 @@ class CaptureReader:
         self._started = False
         self._check_ip = check_ip_checksums
         self._first_malformed: int | None = None  # frame number, for the note
+        self._finished = False
 
     def damage(self, message: str, offset: int, frame: int | None) -> None:
         """Record damage found at byte ``offset`` (called by the format modules)."""
@@ -140,44 +141,69 @@ class CaptureReader:
         except _READ_ERRORS as exc:  # decompressor or I/O failure mid-file
             self.damage(f"read error: {exc}", self.stats.bytes_read, self.stats.frames + 1)
         finally:
-            self.close()
-            if self.stats.malformed:
-                self.notes.append(f"{self.stats.malformed} frame(s) with impossible IP/TCP header"
-                                  f" lengths skipped (first: frame {self._first_malformed})")
+            self.finish()
 
-    def _segments(self, recs) -> Iterator[Segment]:
+    def _segments(self, recs, frame: int = 0) -> Iterator[Segment]:
+        stats = self.stats
+        decode_frame = self.frame_decoder()
+        for ts, linktype, data in recs:
+            frame += 1
+            stats.frames = frame
+            seg = decode_frame(data, linktype, frame, ts)
+            if seg is not None:
+                yield seg
+
+    def frame_decoder(self):
+        """A function (frame bytes, linktype, frame number, ts) -> Segment | None that counts
+        the frame in ``stats`` (but not in ``stats.frames``, which the record walker sets) and
+        notes unsupported link types. The fast reader uses it for the frames it hands back."""
         stats = self.stats
         decode = ip_layer.decode
         link_types = stats.link_types
         decoders: dict[int, object] = {}
-        frame = 0
-        current_lt = None
         check_ip = self._check_ip
-        find_ip = None
-        for ts, linktype, data in recs:
-            frame += 1
-            stats.frames = frame
-            if linktype != current_lt:
-                current_lt = linktype
-                if linktype in decoders:
-                    find_ip = decoders[linktype]
-                else:
-                    find_ip = decoders[linktype] = decoder_for(linktype) if linktype >= 0 else None
-                    if find_ip is None:
-                        self._note_link(linktype, frame)
+
+        def decode_frame(data: bytes, linktype: int, frame: int, ts: float) -> Segment | None:
+            find_ip = decoders.get(linktype, False)
+            if find_ip is False:
+                find_ip = decoders[linktype] = decoder_for(linktype) if linktype >= 0 else None
+                if find_ip is None:
+                    self._note_link(linktype, frame)
             link_types[linktype] = link_types.get(linktype, 0) + 1
             if find_ip is None:
                 stats.non_tcp += 1
-                continue
+                return None
             off = find_ip(data)
             if off < 0:
                 stats.non_tcp += 1
-                continue
+                return None
             seg = decode(data, off, frame, ts, stats, check_ip)
-            if seg is not None:
-                yield seg
-            elif self._first_malformed is None and stats.malformed:
+            if seg is None and self._first_malformed is None and stats.malformed:
                 self._first_malformed = frame
+            return seg
+
+        return decode_frame
+
+    def segments_from(self, offset: int, frame: int) -> Iterator[Segment]:
+        """Continue a pcap file from record offset ``offset`` (``frame`` records already read),
+        with the same damage handling as a full read; used after the fast reader's prefix."""
+        self._started = True
+        self._stream.seek(offset)
+        recs = pcap.records(self._stream, self._pcap_header, self, pos=offset)
+        try:
+            yield from self._segments(recs, frame)
+        except _READ_ERRORS as exc:
+            self.damage(f"read error: {exc}", self.stats.bytes_read, self.stats.frames + 1)
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """Close the file and write the notes that summarise the read."""
+        self.close()
+        if self.stats.malformed and not self._finished:
+            self.notes.append(f"{self.stats.malformed} frame(s) with impossible IP/TCP header"
+                              f" lengths skipped (first: frame {self._first_malformed})")
+        self._finished = True
 
     def _note_link(self, linktype: int, frame: int) -> None:
         if linktype < 0:
