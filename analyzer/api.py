@@ -32,16 +32,18 @@ class Analysis:
 
 
 def analyze(*paths: str, timeouts: Timeouts | None = None,
-            check_ip_checksums: bool = False, zeek_options: dict | None = None) -> Analysis:
+            check_ip_checksums: bool = False, zeek_options: dict | None = None,
+            engine: str = "auto") -> Analysis:
     """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
     cannot be read at all; partial damage is reported in ``Analysis.problems``.
     ``zeek_options`` (``bare_mode``, ``ignore_checksums``) make the Zeek fields mimic ``zeek -b``
-    / ``zeek -C``."""
+    / ``zeek -C``. ``engine``: "auto", "fast" or "python" (the same answer; see
+    ``pipeline.iter_connections``)."""
     reports: list[FileReport] = []
     rows, events = [], []
     for rec, conn in iter_records(paths, reports, timeouts,
                                   check_ip_checksums=check_ip_checksums,
-                                  zeek_options=zeek_options):
+                                  zeek_options=zeek_options, engine=engine):
         rows.append(rec)
         events.extend(state_events(conn, rec["file"]))
     conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))

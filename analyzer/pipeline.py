@@ -14,7 +14,8 @@ from analyzer.capture import open_capture
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.errors import CaptureError
-from analyzer.tracker import Timeouts, Tracker
+from analyzer.segment import Segment, Ticks
+from analyzer.tracker import RunOrderLost, Timeouts, Tracker
 
 
 def endpoint_text(addr: str, port: int) -> str:
@@ -133,10 +134,16 @@ class FileReport:
     problems: list[CaptureError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peak_connections: int = 0
+    engine: str = "python"  # "fast", "python", or "fast, replayed" (see iter_connections)
+    run_segments: int = 0  # segments the fast reader handed over in accepted runs
+
+
+ENGINES = ("auto", "fast", "python")  # auto: fast for uncompressed pcap files of a few MB up
 
 
 def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
-                     check_ip_checksums: bool = False, zeek_options: dict | None = None
+                     check_ip_checksums: bool = False, zeek_options: dict | None = None,
+                     engine: str = "auto", progress=None
                      ) -> Iterator[tuple[Connection, Verdict]]:
     """Stream (connection, verdict) pairs from one capture, in the order connections finish.
 
@@ -144,15 +151,87 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     ``report.problems`` after everything before it has been yielded. IPv4 header checksums are
     not checked by default: checksum offload leaves them wrong in captures taken on the sending
     host (Zeek's ``-C``); ``check_ip_checksums=True`` drops such packets as a router would.
+
+    ``engine``: "python" reads segment by segment; "fast" takes plain segments in runs through
+    the compiled reader (``analyzer.capture.fastreader``; same answer, tests/test_fast.py);
+    "auto" uses the fast one for uncompressed pcap files it can take. ``progress`` is called
+    with the byte offset reached.
     """
+    from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
+
+    timeouts = timeouts or Timeouts()
+    skip = 0
+    boundaries = bool((zeek_options or {}).get("boundaries"))
+    if engine != "python" and not boundaries and fast_eligible(
+            path, min_bytes=MIN_FAST_BYTES if engine == "auto" else 0):
+        try:
+            for pair in _fast_connections(path, report, timeouts, check_ip_checksums,
+                                          zeek_options, progress):
+                skip += 1
+                yield pair
+            return
+        except RunOrderLost:
+            # more connections open at once than max_active while runs were pending: replay
+            # segment by segment; the first `skip` connections come out the same and were given
+            report.problems.clear()
+            report.notes.clear()
+            report.engine = "fast, replayed"
+            report.run_segments = 0
     reader = open_capture(path, check_ip_checksums=check_ip_checksums)
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
     tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
-    for seg in reader:
+    every = 4096
+    for n, seg in enumerate(reader):
         ctx.note(seg)
         tracker.feed(seg)
+        if done:
+            for conn in done:
+                if skip:
+                    skip -= 1
+                else:
+                    yield conn, classify(conn, ctx)
+            done.clear()
+        if progress is not None and not n % every:
+            progress(reader.stats.bytes_read)
+    tracker.close()
+    for conn in done:
+        if skip:
+            skip -= 1
+        else:
+            yield conn, classify(conn, ctx)
+    report.problems.extend(reader.problems)
+    report.notes.extend(getattr(reader, "notes", []))
+    report.peak_connections = tracker.peak_active
+
+
+def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
+                      check_ip_checksums: bool, zeek_options: dict | None, progress
+                      ) -> Iterator[tuple[Connection, Verdict]]:
+    from analyzer.capture.fastreader import FastReader
+
+    reader = FastReader(path, check_ip_checksums=check_ip_checksums,
+                        idle_limit=timeouts.idle / 2, progress=progress)
+    report.stats = reader.stats
+    report.engine = "fast"
+    ctx = Context()
+    done: list[Connection] = []
+    tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
+    for item in reader:
+        kind = type(item)
+        if kind is Segment:
+            ctx.note(item)
+            tracker.feed(item)
+        elif kind is Ticks:
+            tracker.ticks(item)
+        elif item.phase == "start":
+            item.accepted = tracker.begin_run(item)
+            continue
+        else:
+            tracker.end_run(item)
+            report.run_segments += item.packets
+            continue
         if done:
             for conn in done:
                 yield conn, classify(conn, ctx)
@@ -161,17 +240,21 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     for conn in done:
         yield conn, classify(conn, ctx)
     report.problems.extend(reader.problems)
-    report.notes.extend(getattr(reader, "notes", []))
+    report.notes.extend(reader.notes)
     report.peak_connections = tracker.peak_active
 
 
 def iter_records(paths: Iterable[str], reports: list[FileReport],
                  timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False,
-                 zeek_options: dict | None = None) -> Iterator[tuple[dict, Connection]]:
+                 zeek_options: dict | None = None, engine: str = "auto",
+                 progress=None) -> Iterator[tuple[dict, Connection]]:
+    """Records of each file in turn; ``progress(path)`` may return a callable fed the byte
+    offset reached (see ``iter_connections``)."""
     for path in paths:
         report = FileReport(path)
         reports.append(report)
         for conn, verdict in iter_connections(path, report, timeouts,
                                               check_ip_checksums=check_ip_checksums,
-                                              zeek_options=zeek_options):
+                                              zeek_options=zeek_options, engine=engine,
+                                              progress=progress(path) if progress else None):
             yield make_record(conn, verdict, path), conn

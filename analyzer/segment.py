@@ -85,3 +85,57 @@ class Segment:
         if self.flags & ACK:
             out.append(".")
         return "".join(out) or "none"
+
+
+@dataclass(slots=True)
+class RunSide:
+    """One direction's part of a `SegmentRun`."""
+
+    sender: tuple[str, int]  # (addr, port) that sent this direction's segments
+    expect: int  # sequence number this direction continues from (the run's segments start here)
+    packets: int = 0
+    bytes: int = 0  # payload bytes, all new (a run's segments are contiguous)
+    end: int = 0  # sequence number after its last segment
+    ttl: int = 0  # TTL / hop limit, the same for all its segments
+    options: bool = False  # some segment carried TCP options
+    first_data_frame: int = 0  # frames are 0 when the direction sent no such segment
+    last_data_frame: int = 0
+    last_data_ts: float = 0.0
+    first_pure_ack_frame: int = 0  # first segment without payload
+    last_frame: int = 0
+    last_ts: float = 0.0
+    ack_first: int = 0  # acknowledgment numbers never decrease within a run
+    ack_last: int = 0
+    ack_frame: int = 0  # first segment that carried ack_last
+    last_key: tuple | None = None  # (seq, ack, flags, payload_len, ip_id, tsval) of its last
+
+
+@dataclass(slots=True)
+class SegmentRun:
+    """Consecutive "plain" segments of one connection, summarised by the fast reader.
+
+    Plain: ACK set, no SYN/FIN/RST/URG, non-zero window and ack, in order (each direction's
+    segments contiguous, acknowledgments never decreasing nor beyond what the peer sent), no
+    capture duplicates, one TTL per direction. A run is offered twice: at its first segment
+    (``phase`` "start"), when the consumer decides from the connection's state whether it can take
+    the run as a whole (``accepted``); and at its last segment ("end"), when it applies it.
+    A refused run's segments arrive one by one as ordinary Segments instead.
+    """
+
+    phase: str  # "start" or "end"
+    first_frame: int
+    first_ts: float
+    last_frame: int
+    last_ts: float
+    packets: int
+    sides: tuple[RunSide, RunSide]
+    accepted: bool = False
+
+
+@dataclass(slots=True)
+class Ticks:
+    """Capture times of plain segments inside accepted runs since the last item: the consumer's
+    clock (timeouts) still advances with them. ``latest`` is their maximum."""
+
+    latest: float
+    times: object  # a sequence of floats, in capture order

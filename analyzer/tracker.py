@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from analyzer.connection import Connection
-from analyzer.segment import ACK, RST, SYN, Segment
+from analyzer.segment import ACK, RST, SYN, Segment, SegmentRun, Ticks
 from analyzer.zeek import ZeekView, starts_new_connection
 
 
@@ -32,6 +32,11 @@ class Timeouts:
 
 
 Key = tuple[tuple[str, int], tuple[str, int]]
+
+
+class RunOrderLost(Exception):
+    """The least recently active connection cannot be told while runs are pending (see
+    ``Tracker.begin_run``): the caller must replay the capture segment by segment."""
 
 
 def _key(seg: Segment) -> Key:
@@ -81,6 +86,7 @@ class Tracker:
         self.last_sweep = None
         self.peak_active = 0
         self.evicted_early = 0  # connections finished early because max_active was reached
+        self.pending_runs: dict[int, Connection] = {}  # accepted runs not yet ended, by conn id
 
     def feed(self, seg: Segment) -> None:
         key = _key(seg)
@@ -95,6 +101,8 @@ class Tracker:
             conn.zeek = ZeekView(**self.zeek_options)
             self.active[key] = conn
             if len(self.active) > self.timeouts.max_active:
+                if self.pending_runs:  # their connections' places in the LRU order are stale
+                    raise RunOrderLost
                 oldest = next(iter(self.active))
                 self.evicted_early += 1
                 self._finish(oldest, self.active[oldest])
@@ -109,10 +117,45 @@ class Tracker:
         if self.on_end is not None and conn.conn_id not in self.ended_ids and conn.ended:
             self.ended_ids.add(conn.conn_id)
             self.on_end(conn)
+        self.tick(seg.ts)
+
+    def tick(self, ts: float) -> None:
+        """The capture clock reached ``ts``: sweep at most once per ``sweep_every``."""
         if self.last_sweep is None:
-            self.last_sweep = seg.ts
-        elif seg.ts - self.last_sweep >= self.timeouts.sweep_every:
-            self.sweep(seg.ts)
+            self.last_sweep = ts
+        elif ts - self.last_sweep >= self.timeouts.sweep_every:
+            self.sweep(ts)
+
+    # A run (analyzer.segment.SegmentRun) is taken whole when its connection's state allows it.
+    # It is applied at its last segment; until then the connection looks as it did before the
+    # run, which changes nothing the tracker decides: the connection is not ended (so no sweep
+    # finishes it, as long as the run is shorter than the idle timeout, which the reader
+    # ensures) and sweeps stop at the first connection active too recently, wherever it sits.
+    # Only the LRU eviction order would be wrong: see RunOrderLost.
+    def begin_run(self, run: SegmentRun) -> bool:
+        if self.zeek_boundaries:
+            return False
+        a, b = run.sides[0].sender, run.sides[1].sender
+        conn = self.active.get((a, b) if a <= b else (b, a))
+        if conn is None or run.first_ts - conn.end > self.timeouts.idle \
+                or not conn.accepts_run(run) or not conn.zeek.accepts_run(run):
+            return False
+        self.pending_runs[id(run)] = conn
+        return True
+
+    def end_run(self, run: SegmentRun) -> None:
+        conn = self.pending_runs.pop(id(run))
+        conn.observe_run(run)
+        conn.zeek.observe_run(run)
+        a, b = run.sides[0].sender, run.sides[1].sender
+        self.active.move_to_end((a, b) if a <= b else (b, a))
+
+    def ticks(self, ticks: Ticks) -> None:
+        if self.last_sweep is not None \
+                and ticks.latest - self.last_sweep < self.timeouts.sweep_every:
+            return  # no sweep due (the usual case: one check for the whole stretch)
+        for ts in ticks.times:
+            self.tick(float(ts))
 
     def _starts_new(self, conn: Connection, seg: Segment) -> bool:
         if self.zeek_boundaries and not seg.is_icmp \

@@ -1,0 +1,297 @@
+"""The fast reader: a pcap file as Segments plus SegmentRuns (see ``columns`` for the kernel).
+
+It yields, in capture order:
+
+- ``Segment`` for every packet that is not plain (decoded by the ordinary Python decoder, so
+  these are exactly the Segments ``open_capture`` would give);
+- ``SegmentRun`` twice per run: at its first segment (``phase == "start"``; the consumer sets
+  ``accepted``) and, if accepted, at its last (``phase == "end"``). A refused run's segments
+  are decoded and yielded one by one, in their places;
+- ``Ticks``: the times of accepted plain segments since the previous item, for the consumer's
+  timeouts.
+
+Only plain, uncompressed pcap files on disk qualify (``fast_eligible``); anything irregular (a
+truncated or absurd record) ends the fast part, and the ordinary reader continues from that
+record with its own damage handling. The file is read in blocks into one reused buffer, so memory
+stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from analyzer.capture import pcap
+from analyzer.capture.reader import CaptureReader, open_capture
+from analyzer.segment import RunSide, SegmentRun, Ticks
+
+BLOCK_BYTES = 32 << 20  # file bytes read per block
+BLOCK_PACKETS = 1 << 16  # packets per kernel call
+MIN_FAST_BYTES = 4 << 20  # smaller files: the kernel's start-up is not worth it
+
+
+def fast_eligible(path: str, *, min_bytes: int = 0) -> bool:
+    """True if ``path`` is an uncompressed pcap file the fast reader can take."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    if not os.path.isfile(path) or st.st_size < max(min_bytes, pcap.HEADER_LEN):
+        return False
+    if head not in pcap.MAGICS:
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FastReader:
+    """Iterable of Segment / SegmentRun / Ticks for one pcap file. ``stats``, ``problems`` and
+    ``notes`` are those of the ordinary reader, filled the same way."""
+
+    def __init__(self, path: str, *, name: str | None = None, check_ip_checksums: bool = True,
+                 idle_limit: float = 150.0, progress=None):
+        self.reader: CaptureReader = open_capture(path, name=name,
+                                                  check_ip_checksums=check_ip_checksums)
+        self.path = path
+        self.stats = self.reader.stats
+        self.problems = self.reader.problems
+        self.notes = self.reader.notes
+        self.idle_limit = idle_limit  # runs never span this long (the tracker's idle timeout)
+        self.progress = progress  # called with the file offset reached, now and then
+        hdr = self.reader._pcap_header
+        self._hdr = hdr
+        self._limit = max(pcap.MAX_CAPLEN, min(hdr.snaplen, 16 * pcap.MAX_CAPLEN))
+
+    def __iter__(self) -> Iterator[object]:
+        from analyzer.capture import columns
+
+        self._cols = columns
+        table = columns.FlowTable()
+        blk = columns.Block(BLOCK_PACKETS)
+        decode = self.reader.frame_decoder()
+        size = max(BLOCK_BYTES, 2 * (self._limit + pcap.RECORD_LEN))
+        buf = np.empty(size, np.uint8)
+        senders: dict[int, tuple] = {}  # flow slot -> (sender of direction 0, of direction 1)
+        hdr = self._hdr
+        div = 1e9 if hdr.nanoseconds else 1e6
+        stats = self.stats
+        frames = 0
+        base = pcap.HEADER_LEN  # file offset of buf[0]
+        have = 0  # valid bytes in buf
+        pos = 0  # next record in buf
+        eof = False
+        irregular = False
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(base)
+            while True:
+                if not eof and pos and size - have < size // 2:  # make room: keep the tail
+                    buf[:have - pos] = buf[pos:have]
+                    base += pos
+                    have -= pos
+                    pos = 0
+                if not eof and size - have >= size // 4:
+                    n = f.readinto(memoryview(buf)[have:])
+                    if not n:
+                        eof = True
+                    have += n or 0
+                if int(table.count[0]) > columns.FLOW_FILL:
+                    table.clear()
+                    senders.clear()
+                npk = columns.walk_block(buf, pos, have, hdr.little_endian, div, self._limit,
+                                         hdr.linktype, self.idle_limit, table, blk)
+                counts = blk.counts
+                refused, refused_offload = yield from self._block(
+                    blk, npk, int(counts[columns.C_RUNS]), buf, frames, decode, senders)
+                frames += npk
+                # plain segments the kernel decoded; refused ones were counted by the decoder
+                plain = int(counts[columns.C_PLAIN]) - refused
+                stats.tcp_segments += plain
+                stats.offloaded_checksums += int(counts[columns.C_OFFLOAD]) - refused_offload
+                if plain:
+                    lt = hdr.linktype
+                    stats.link_types[lt] = stats.link_types.get(lt, 0) + plain
+                pos = int(counts[columns.C_END])
+                stats.frames = frames
+                stats.bytes_read = base + pos
+                if self.progress is not None:
+                    self.progress(base + pos)
+                stop = int(counts[columns.C_STOP])
+                if stop == columns.STOP_IRREGULAR:
+                    irregular = True
+                    break
+                if stop == columns.STOP_END and eof:
+                    irregular = pos < have  # bytes left that are not a whole record
+                    break
+        if irregular:
+            # the ordinary reader judges the rest: it reports the damage the same way
+            yield from self.reader.segments_from(base + pos, frames)
+        else:
+            self.reader.finish()
+
+    def _block(self, blk, npk: int, nrun: int, buf, frames: int, decode, senders: dict):
+        """Yield the block's items; return (refused plain segments, of which offloaded)."""
+        cols = self._cols
+        if npk == 0:
+            return 0, 0
+        pk = blk.pk[:npk]
+        kind = pk[:, cols.P_KIND]
+        ts = blk.ts[:npk]
+        run_of = pk[:, cols.P_RUN]
+        runs = blk.runs
+        nonplain = np.flatnonzero(kind != cols.PLAIN)
+        keys = np.concatenate((nonplain * 4, runs[:nrun, cols.R_FIRST] * 4 + 1,
+                               runs[:nrun, cols.R_LAST] * 4 + 2))
+        order = np.sort(keys).tolist()
+        plain_pos = np.flatnonzero(kind == cols.PLAIN)
+        plain_ts = ts[plain_pos]
+        plain_run = run_of[plain_pos]
+        accepted = np.zeros(max(nrun, 1), np.bool_)
+        pending: dict[int, SegmentRun] = {}
+        refused: list[int] = []  # heap of positions of refused runs' segments
+        members = None  # positions of each run's segments, built on first refusal
+        cursor = 0  # plain segments before this index have been ticked (or refused)
+        off, caplen = pk[:, cols.P_OFF], pk[:, cols.P_CAPLEN]
+        slot, dirs = pk[:, cols.P_SLOT], pk[:, cols.P_DIR]
+        keyed = cols.KEYED
+        linktype = self._hdr.linktype
+
+        def ticks_before(p: int):
+            nonlocal cursor
+            upto = int(np.searchsorted(plain_pos, p))
+            if upto <= cursor:
+                return None
+            sel = plain_ts[cursor:upto]
+            ok = accepted[plain_run[cursor:upto]]
+            cursor = upto
+            if not ok.all():
+                sel = sel[ok]
+                if not len(sel):
+                    return None
+            return Ticks(float(sel.max()), sel)
+
+        def decoded(i: int):
+            data = buf[off[i]:off[i] + caplen[i]].tobytes()
+            return decode(data, linktype, frames + i + 1, float(ts[i]))
+
+        ei = 0
+        nev = len(order)
+        n_refused = n_refused_offload = 0
+        while ei < nev or refused:
+            if refused and (ei >= nev or refused[0] <= order[ei] >> 2):
+                p = heapq.heappop(refused)
+                n_refused += 1
+                n_refused_offload += int(pk[p, cols.P_OFFLOAD])
+                t = ticks_before(p)
+                if t is not None:
+                    yield t
+                seg = decoded(p)
+                if seg is not None:
+                    yield seg
+                continue
+            key = order[ei]
+            ei += 1
+            p, what = key >> 2, key & 3
+            if what == 0:
+                t = ticks_before(p)
+                if t is not None:
+                    yield t
+                seg = decoded(p)
+                if seg is None:
+                    continue
+                if kind[p] == keyed:
+                    s = int(slot[p])
+                    if s not in senders:
+                        a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+                        senders[s] = (a, b) if dirs[p] == 0 else (b, a)
+                yield seg
+            elif what == 1:
+                r = int(run_of[p])
+                t = ticks_before(p)
+                if t is not None:
+                    yield t
+                run = self._run(blk, r, frames, senders)
+                if run is not None:
+                    yield run
+                if run is not None and run.accepted:
+                    accepted[r] = True
+                    run.phase = "end"
+                    pending[r] = run
+                else:
+                    if members is None:
+                        members = _members(plain_pos, plain_run)
+                    for q in members(r):
+                        heapq.heappush(refused, q)
+            else:
+                r = int(run_of[p])
+                run = pending.pop(r, None)
+                if run is not None:
+                    yield run
+        t = ticks_before(npk)
+        if t is not None:
+            yield t
+        return n_refused, n_refused_offload
+
+    def _run(self, blk, r: int, frames: int, senders: dict) -> SegmentRun | None:
+        c = self._cols
+        rr = blk.runs[r].tolist()
+        who = senders.get(rr[c.R_SLOT])
+        if who is None:
+            return None
+        ts, pk = blk.ts, blk.pk
+        sides = []
+        for d in (0, 1):
+            b = c.R_DIR + d * c.NRD
+            side = RunSide(who[d], rr[b + c.RD_EXP0])
+            n = rr[b + c.RD_N]
+            if n:
+                side.packets = n
+                side.bytes = rr[b + c.RD_BYTES]
+                side.end = rr[b + c.RD_END]
+                side.ttl = rr[b + c.RD_TTL]
+                side.options = bool(rr[b + c.RD_OPTS])
+                fd, ld = rr[b + c.RD_FDATA], rr[b + c.RD_LDATA]
+                if fd >= 0:
+                    side.first_data_frame = frames + fd + 1
+                    side.last_data_frame = frames + ld + 1
+                    side.last_data_ts = float(ts[ld])
+                fp = rr[b + c.RD_FPURE]
+                if fp >= 0:
+                    side.first_pure_ack_frame = frames + fp + 1
+                lp = rr[b + c.RD_LASTP]
+                side.last_frame = frames + lp + 1
+                side.last_ts = float(ts[lp])
+                side.ack_first = rr[b + c.RD_ACK0]
+                side.ack_last = rr[b + c.RD_ACKL]
+                side.ack_frame = frames + rr[b + c.RD_ACKPOS] + 1
+                last = pk[lp].tolist()
+                tsv = last[c.P_TSVAL]
+                side.last_key = (last[c.P_SEQ], last[c.P_ACK], last[c.P_FLAGS], last[c.P_PLEN],
+                                 last[c.P_IPID], None if tsv < 0 else tsv)
+            else:
+                side.end = side.expect
+            sides.append(side)
+        first, last = rr[c.R_FIRST], rr[c.R_LAST]
+        return SegmentRun("start", frames + first + 1, float(ts[first]), frames + last + 1,
+                          float(ts[last]), sides[0].packets + sides[1].packets, tuple(sides))
+
+
+def _members(plain_pos, plain_run):
+    """A function run id -> positions of its segments (for refused runs)."""
+    order = np.argsort(plain_run, kind="stable")
+    by_run = plain_run[order]
+    pos = plain_pos[order]
+
+    def members(r: int) -> list[int]:
+        lo = int(np.searchsorted(by_run, r, "left"))
+        hi = int(np.searchsorted(by_run, r, "right"))
+        return pos[lo:hi].tolist()
+
+    return members
