@@ -59,6 +59,24 @@ class DamagedCapture(CaptureError):
     exit_code = 1
 
 
+class DamagedFrames(DamagedCapture):
+    """Some frames inside an otherwise readable capture are damaged (header lengths that lie, a
+    packet block naming an interface nobody described): they were skipped, everything else was
+    read and analyzed. One error summarises them all: the first (``frame``, ``offset`` when the
+    format gives it exactly, ``problem``) and how many there were (``count``)."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, problem: str, count: int, *, frame: int,
+                 offset: int | None = None):
+        self.problem = problem
+        self.count = count
+        more = f", and {count - 1} more damaged frame{'s' if count > 2 else ''} after it" \
+            if count > 1 else ""
+        super().__init__(path, f"{problem} (frame skipped{more}; the rest was analyzed)",
+                         offset=offset, frame=frame)
+
+
 class PrivilegeError(RstscopeError):
     """Live capture or the lab needs privileges this process does not have."""
 

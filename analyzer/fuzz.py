@@ -6,11 +6,18 @@ random TCP segments. Each is analyzed in-process with ``analyzer.cli.main(["anal
 path])`` and checked:
 
 * no exception escapes ``main`` and no traceback is printed; the exit code is 0, 1 or 2;
-* every standard error line names the file; exit 0 has no error line, exits 1 and 2 exactly one,
-  with its byte offset (and frame);
+* every standard error line names the file; exit 0 has no error line, exit 2 exactly one, with
+  its byte offset; exit 1 one or two: where reading stopped (byte offset, frame), and one line
+  for the damaged frames skipped on the way (the first one's frame and what was wrong, and how
+  many);
+* the damaged frames reported are exactly those found by walking the file with this module's own
+  parsers (frames whose IP/TCP header lengths lie, packet blocks naming an undescribed
+  interface): same count, same first frame, and for pcap the same record offset;
 * never lose what was read: on exit 1 with damage at byte D, the JSON records equal those of the
-  undamaged prefix ``file[:D]`` (which must itself analyze with exit 0);
-* the reader's counters add up (every frame counted once) and it reports at most one problem;
+  undamaged prefix ``file[:D]``, its damaged frames zeroed (which must itself analyze with exit
+  0); with damaged frames only, those of the whole file with its damaged frames zeroed;
+* the reader's counters add up (every frame counted once) and it reports at most one problem of
+  each kind;
 * mutator-specific expectations: the exit code, the damage offset (a cut inside record k must be
   reported at record k's offset), equal records where the mutation must not change them
   (pcap converted to pcapng, unknown pcapng blocks inserted).
@@ -61,7 +68,9 @@ NG_BOM_LE = b"\x4d\x3c\x2b\x1a"
 MAX_PCAP_CAPLEN = 256 * 1024  # the reader's bound (pcap.MAX_CAPLEN), restated on purpose
 MAX_NG_BLOCK = 16 * 1024 * 1024  # the reader's bound (pcapng.MAX_BLOCK)
 
-_LOC = re.compile(r" \((?:frame (\d+), )?byte (\d+)\): ")
+_LOC = re.compile(r" \((?:frame (\d+)(?:, byte (\d+))?|byte (\d+))\): ")
+_SKIPPED = re.compile(r" \(frame skipped(?:, and (\d+) more damaged frames? after it)?; "
+                      r"the rest was analyzed\)$")
 
 
 class InputTimeout(BaseException):
@@ -695,7 +704,7 @@ def m_header_lie(seed: Seed, rng: random.Random) -> Mutant:
     blob = pcap_file(recs, lay.linktype, lay.nanos, "<" if lay.little else ">", lay.snaplen)
     if rng.random() < 0.3:
         blob = pcap_to_pcapng(blob)
-    return Mutant("header-lie", blob, ", ".join(what), exits=frozenset((0,)))
+    return Mutant("header-lie", blob, ", ".join(what), exits=frozenset((0, 1)))
 
 
 def m_splice(seed: Seed, rng: random.Random, seeds: list[Seed] | None = None) -> Mutant:
@@ -833,8 +842,109 @@ def stderr_lines(path: str, err: str) -> tuple[list[str], list[str], list[str]]:
     return errors, notes, stray
 
 
-def damage_offset(line: str) -> int:
-    return int(_LOC.search(line).group(2))
+def location(line: str) -> tuple[int | None, int | None]:
+    """(frame, byte offset) named by an error line; None where it names none."""
+    m = _LOC.search(line)
+    frame = int(m.group(1)) if m.group(1) else None
+    at = m.group(2) or m.group(3)
+    return frame, int(at) if at else None
+
+
+def damage_offset(line: str) -> int | None:
+    return location(line)[1]
+
+
+def skipped_count(line: str) -> int | None:
+    """How many damaged frames a skipped-frames line counts; None for other lines."""
+    m = _SKIPPED.search(line)
+    if m is None:
+        return None
+    return 1 + int(m.group(1) or 0)
+
+
+# --- the frames of a capture, by this module's own walk ------------------------------------------
+
+@dataclass
+class FrameRec:
+    frame: int  # 1-based, as the reader numbers them
+    offset: int  # of the pcap record or pcapng block
+    data_at: int  # offset of the frame's bytes
+    linktype: int | None  # None: a pcapng packet block naming an undescribed interface
+    data: bytes
+
+
+def frame_records(data: bytes) -> list[FrameRec]:
+    """Every packet record a reader can find, walking with ``pcap_layout`` / ``ng_layout`` (which
+    stop at the first impossible length; damage the reader sees earlier is cut by the caller)."""
+    lay = pcap_layout(data)
+    if lay is not None:
+        return [FrameRec(k + 1, off, off + 16, lay.linktype, data[off + 16:off + 16 + caplen])
+                for k, (off, caplen) in enumerate(lay.records)]
+    out: list[FrameRec] = []
+    ifaces: list[tuple[int, int]] = []  # (linktype, snaplen) per interface of the section
+    for blk in ng_layout(data):
+        e = "<" if blk.little else ">"
+        body_len = blk.length - 12
+        if blk.btype == NG_SHB:
+            ifaces = []
+        elif blk.btype == NG_IDB and body_len >= 8:
+            lt, _, snap = struct.unpack_from(e + "HHI", data, blk.offset + 8)
+            ifaces.append((lt, snap))
+        elif blk.btype in (NG_EPB, NG_PB) and body_len >= 20:
+            fmt = e + ("I" if blk.btype == NG_EPB else "H")
+            iface = struct.unpack_from(fmt, data, blk.offset + 8)[0]
+            caplen = struct.unpack_from(e + "I", data, blk.offset + 20)[0]
+            if caplen > body_len - 20:
+                break  # the reader stops here
+            lt = ifaces[iface][0] if iface < len(ifaces) else None
+            out.append(FrameRec(len(out) + 1, blk.offset, blk.offset + 28, lt,
+                                data[blk.offset + 28:blk.offset + 28 + caplen]))
+        elif blk.btype == NG_SPB and body_len >= 4:
+            at = blk.offset + 12
+            if not ifaces:
+                out.append(FrameRec(len(out) + 1, blk.offset, at, None,
+                                    data[at:blk.offset + 8 + body_len]))
+                continue
+            caplen = min(struct.unpack_from(e + "I", data, blk.offset + 8)[0], body_len - 4)
+            if ifaces[0][1]:
+                caplen = min(caplen, ifaces[0][1])
+            out.append(FrameRec(len(out) + 1, blk.offset, at, ifaces[0][0],
+                                data[at:at + caplen]))
+    return out
+
+
+def damaged_frames(data: bytes, stop_at: int | None, check_ip: bool) -> list[FrameRec]:
+    """The frames before byte ``stop_at`` that a reader must skip as damaged: a packet block
+    naming an undescribed interface, or IP/TCP header lengths the decoder finds impossible."""
+    from analyzer.capture import ip as ip_layer
+    from analyzer.capture.links import decoder_for
+    from analyzer.capture.reader import ReadStats
+
+    out = []
+    for rec in frame_records(data):
+        if stop_at is not None and rec.offset >= stop_at:
+            break
+        if rec.linktype is None:
+            out.append(rec)
+            continue
+        find = decoder_for(rec.linktype)
+        off = find(rec.data) if find is not None else -1
+        if off < 0:
+            continue
+        st = ReadStats()
+        ip_layer.decode(rec.data, off, rec.frame, 0.0, st, check_ip)
+        if st.malformed:
+            out.append(rec)
+    return out
+
+
+def zero_frames(data: bytes, frames: list[FrameRec]) -> bytes:
+    """``data`` with the bytes of these frames zeroed: no link layer finds IP in zeros, so they
+    become frames that are simply not TCP, at the same place, with the same timestamps."""
+    b = bytearray(data)
+    for rec in frames:
+        b[rec.data_at:rec.data_at + len(rec.data)] = bytes(len(rec.data))
+    return bytes(b)
 
 
 class Checker:
@@ -891,28 +1001,45 @@ class Checker:
         if stray:
             bad.append(f"stderr line not of the form 'rstscope: FILE (frame/byte): ...': "
                        f"{stray[0]!r}")
-        want_lines = 0 if got.code == 0 else 1
-        if len(errors) != want_lines:
+        skipped = [e for e in errors if skipped_count(e) is not None]
+        stops = [e for e in errors if skipped_count(e) is None]
+        if got.code == 0 and errors or got.code == 2 and (len(stops), len(skipped)) != (1, 0) \
+                or got.code == 1 and not (errors and len(stops) <= 1 and len(skipped) <= 1):
             bad.append(f"exit {got.code} with {len(errors)} error lines: {errors[:3]}")
+        if any(damage_offset(e) is None for e in stops):
+            bad.append(f"no byte offset where reading stopped: {stops}")
         if got.code not in m.exits:
             bad.append(f"exit {got.code}, expected {sorted(m.exits)} ({errors[:1]})")
+        if got.code not in (0, 1):
+            return bad
+        base = m.plain if m.plain is not None else m.data
+        at = damage_offset(stops[0]) if stops else None
+        damaged = damaged_frames(base, at, "--check-ip-checksums" in m.args)
+        bad += self.judge_skipped(skipped, damaged, base)
         if "--json" not in m.args:
-            return bad + (reader_invariants(path) if got.code in (0, 1) else [])
+            return bad + reader_invariants(path)
         try:
             records = got.records
         except ValueError as exc:
             return [*bad, f"stdout is not JSON lines: {exc}"]
-        if got.code == 1 and len(errors) == 1:
-            at = damage_offset(errors[0])
-            if m.damage_at is not None and at != m.damage_at:
-                bad.append(f"damage reported at byte {at}, expected {m.damage_at}")
-            ref = self.reference((m.plain if m.plain is not None else m.data)[:at], m.args)
-            if ref.code != 0:
-                bad.append(f"the prefix up to the damage (byte {at}) exits {ref.code}: "
+        if got.code == 1 and stops and m.damage_at is not None and at != m.damage_at:
+            bad.append(f"damage reported at byte {at}, expected {m.damage_at}")
+        if got.code == 1 and not bad:
+            # what was read is all there: the same records as the undamaged part alone, the
+            # damaged frames in it zeroed (an undescribed interface cannot be zeroed: then the
+            # reference must report the same skipped frames)
+            whole = [f for f in damaged if f.linktype is not None] == damaged
+            ref_data = base[:at] if at is not None else base
+            ref = self.reference(zero_frames(ref_data, damaged) if whole else ref_data, m.args)
+            where = f"before the damage at byte {at}" if at is not None else "around it"
+            ref_errors = stderr_lines(os.path.join(self.dir, "reference.pcap"), ref.err)[0]
+            if ref.code != (0 if whole else 1) or len(ref_errors) != (0 if whole else 1):
+                bad.append(f"the undamaged part ({len(ref_data)} bytes, {len(damaged)} damaged "
+                           f"frames {'zeroed' if whole else 'left'}) exits {ref.code}: "
                            f"{ref.err.strip()[:200]}")
             elif ref.records != records:
-                bad.append(f"records lost or changed before the damage at byte {at}: "
-                           f"{len(records)} records vs {len(ref.records)} in the prefix")
+                bad.append(f"records lost or changed {where}: {len(records)} records vs "
+                           f"{len(ref.records)} in the undamaged part")
         if m.same_as is not None and got.code == 0:
             ref = self.reference(m.same_as, m.args)
             if ref.records != records:
@@ -920,6 +1047,23 @@ class Checker:
         if got.code in (0, 1):
             bad += reader_invariants(path)
         return bad
+
+
+    @staticmethod
+    def judge_skipped(lines: list[str], damaged: list[FrameRec], data: bytes) -> list[str]:
+        """The skipped-frames line against the damaged frames found by this module's walk."""
+        if not damaged:
+            return [f"damaged frames reported where the walk finds none: {lines[0]}"] \
+                if lines else []
+        if not lines:
+            return [f"{len(damaged)} damaged frames (first: frame {damaged[0].frame}) not "
+                    "reported"]
+        frame, at = location(lines[0])
+        want_at = damaged[0].offset if data[:4] in PCAP_MAGICS else None
+        if (frame, at, skipped_count(lines[0])) != (damaged[0].frame, want_at, len(damaged)):
+            return [f"skipped frames reported as {lines[0]!r}, expected frame "
+                    f"{damaged[0].frame}, byte {want_at}, {len(damaged)} in all"]
+        return []
 
 
 def reader_invariants(path: str) -> list[str]:
@@ -939,8 +1083,10 @@ def reader_invariants(path: str) -> list[str]:
         bad.append(f"reader counters do not add up: {st.frames} frames, {total} counted")
     if segs != st.tcp_segments + st.icmp_errors:
         bad.append(f"{segs} segments yielded, counters say {st.tcp_segments + st.icmp_errors}")
-    if len(reader.problems) > 1:
-        bad.append(f"{len(reader.problems)} problems reported for one file")
+    kinds = [type(p).__name__ for p in reader.problems]
+    if kinds not in ([], ["DamagedCapture"], ["DamagedFrames"],
+                     ["DamagedFrames", "DamagedCapture"]):
+        bad.append(f"problems reported for one file: {kinds}")
     return bad
 
 

@@ -167,8 +167,11 @@ def test_pcapng_big_endian_and_new_section_resets_interfaces(tmp_path):
     segs, reader = read_all(path)
     assert [(s.frame, s.seq, s.ts) for s in segs] == [(1, 9, 1.0), (2, 10, 2.5)]
     assert reader.stats.link_types == {1: 1, 228: 1, -1: 1}
-    assert reader.stats.non_tcp == 1 and len(reader.notes) == 1
-    assert reader.problems == []
+    assert reader.stats.non_tcp == 1 and reader.notes == []
+    # a packet block naming an undescribed interface is a damaged frame: skipped, reading goes on
+    [p] = reader.problems
+    assert (p.frame, p.offset, p.count, p.exit_code) == (3, None, 1, 1)
+    assert "undescribed interface" in p.message
 
 
 # --- compressed, stdin, streaming ---------------------------------------------------------------
@@ -436,7 +439,40 @@ def test_truncated_and_malformed_headers(tmp_path):
     segs, reader = read_all(path)
     assert [s.seq for s in segs] == [6]
     assert (reader.stats.truncated_frames, reader.stats.malformed) == (2, 3)
-    assert reader.problems == []
+    # cut by the snaplen is normal; lengths that lie are damage: one error for the three frames,
+    # located at the first of them (frame 3, after two 16-byte record headers and frames)
+    [p] = reader.problems
+    assert (p.frame, p.count) == (3, 3)
+    assert p.offset == 24 + 2 * 16 + len(short) + len(opts_cut)
+    assert p.problem == "TCP data offset 4 (16 bytes) is less than the minimum 5"
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("ihl", 0x43, "IPv4 header length 12 is less than the minimum 20"),
+    ("total", 16, "IPv4 total length 16 is less than its header length 20"),
+    ("total", 30, "TCP header length 20 runs past the end of the IP packet (10 bytes)"),
+    ("doff", 0x20, "TCP data offset 2 (8 bytes) is less than the minimum 5"),
+    ("doff6", 0xF0, "TCP header length 60 runs past the end of the IP packet (20 bytes)"),
+])
+def test_damaged_frame_says_what_lies(tmp_path, field, value, why):
+    """Each impossible length is named, with the frame and its record's byte offset; the frames
+    around it are analyzed."""
+    six = field == "doff6"
+    bad = bytearray(syn(seq=2, src="fd00::1", dst="fd00::2") if six else syn(seq=2))
+    if field == "ihl":
+        bad[14] = value
+    elif field == "total":
+        struct.pack_into("!H", bad, 16, value)
+    else:
+        bad[14 + (40 if six else 20) + 12] = value
+    frames = [syn(seq=1), bytes(bad), syn(seq=3)]
+    path = write(tmp_path / "m.pcap", pcap_bytes([(1, 0, f) for f in frames]))
+    segs, reader = read_all(path, check_ip_checksums=False)
+    assert [s.seq for s in segs] == [1, 3]
+    [p] = reader.problems
+    assert (p.problem, p.frame, p.count, p.offset) == (why, 2, 1, 24 + 16 + len(frames[0]))
+    assert str(p) == (f"{path} (frame 2, byte {p.offset}): {why} (frame skipped; the rest was "
+                      "analyzed)")
 
 
 # --- ICMP ---------------------------------------------------------------------------------------

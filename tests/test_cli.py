@@ -186,3 +186,27 @@ def test_lab_run_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "refused.pcap").write_bytes(b"")
     code, _, err = run_cli(["lab", "run", "refused", "-o", str(tmp_path)], capsys)
     assert code == 2 and "--force" in err
+
+
+def test_damaged_frame_exits_1_and_the_rest_is_written(pcap, tmp_path, capsys):
+    """A frame whose header lengths lie is skipped: exit 1, one line naming the file, the frame,
+    its byte offset and the lie; every other frame analyzed and written."""
+    data = bytearray(pcap.read_bytes())
+    rec = 24 + 2 * (16 + 54)  # third record, the graceful SYN (frames 1 and 2: 54 bytes each)
+    data[rec + 16 + 14] = 0x44  # IPv4 header length 16
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(data))
+    out_csv = tmp_path / "out.csv"
+    code, out, err = run_cli(["analyze", "--json", "--csv", str(out_csv), str(bad)], capsys)
+    assert code == 1
+    assert err.splitlines() == [
+        f"rstscope: {bad} (frame 3, byte {rec}): IPv4 header length 16 is less than the minimum "
+        "20 (frame skipped; the rest was analyzed)"]
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert [r["case"] for r in recs][0] == "refused" and len(recs) == 2
+    assert recs[1]["first_frame"] == 4  # the connection is seen from its SYN/ACK on
+    assert len(pd.read_csv(out_csv)) == 2
+    # the undamaged capture is exit 0 and quiet
+    code, _, err = run_cli(["analyze", "--json", str(pcap)], capsys)
+    assert code == 0 and err == ""
+

@@ -162,22 +162,56 @@ def test_later_section_with_unknown_version_is_damage(tmp_path):
     assert len(segs) == reader.stats.frames == 2
 
 
-def test_notes_name_the_first_frame(tmp_path):
+def test_damaged_frames_are_errors_naming_the_first(tmp_path, checker):
+    """Frames skipped as damaged while reading went on used to be a note and exit 0: they are
+    an error (exit 1) naming the first one, with its record's offset where the format gives it
+    exactly (pcap), and how many there were."""
     ng = bytearray(_one_packet_ng())
     blocks = fuzz.ng_layout(bytes(ng))
     struct.pack_into("<I", ng, blocks[3].offset + 8, 7)  # second EPB: interface 7
     reader = open_capture(_ng(tmp_path, bytes(ng)))
     list(reader)
-    assert reader.notes == ["pcapng packet blocks refer to an interface with no description "
-                            "block (first: frame 2); those frames are skipped"]
+    assert reader.notes == []
+    [p] = reader.problems
+    assert (p.frame, p.offset, p.count) == (2, None, 1)
+    assert p.problem == "pcapng packet block refers to an undescribed interface"
+    assert_ok(checker, fuzz.Mutant("bad-iface", bytes(ng), exits=frozenset((1,))))
+
     bad = bytearray((CAPTURES / "refused.pcap").read_bytes())
     bad[24 + 16 + 14] = 0x43  # IHL 3 in frame 1
-    path = tmp_path / "m.pcap"
-    path.write_bytes(bytes(bad))
-    reader = open_capture(str(path))
+    lay = fuzz.pcap_layout(bytes(bad))
+    second = lay.records[1][0] + 16 + 14  # and frame 2's IPv4 total length below its header
+    struct.pack_into("!H", bad, second + 2, 8)
+    reader = open_capture(_ng(tmp_path, bytes(bad)), check_ip_checksums=False)  # as the CLI
     list(reader)
-    assert reader.notes == ["1 frame(s) with impossible IP/TCP header lengths skipped "
-                            "(first: frame 1)"]
+    [p] = reader.problems
+    assert (p.frame, p.offset, p.count) == (1, 24, 2)
+    assert str(p).endswith("IPv4 header length 12 is less than the minimum 20 (frame skipped, "
+                           "and 1 more damaged frame after it; the rest was analyzed)")
+    got = assert_ok(checker, fuzz.Mutant("header-lie", bytes(bad), exits=frozenset((1,))))
+    # a cut inside the last record (frame 2, damaged too, is never read): two lines, the
+    # skipped frame first, then where reading stopped
+    cut = fuzz.truncate_inside(bytes(bad), "pcap", len(bad) - 3)
+    got = assert_ok(checker, cut)
+    lines = got.err.splitlines()
+    assert got.code == 1 and len(lines) == 2
+    assert fuzz.skipped_count(lines[0]) == 1 and fuzz.skipped_count(lines[1]) is None
+    assert fuzz.location(lines[1]) == (2, lay.records[1][0])
+
+
+def test_checker_catches_a_reader_that_misreports_skipped_frames():
+    """The fuzz's own walk, not the reader, decides which frames are damaged."""
+    data = bytearray((CAPTURES / "refused.pcap").read_bytes())
+    data[24 + 16 + 14] = 0x43
+    damaged = fuzz.damaged_frames(bytes(data), None, False)
+    assert [(f.frame, f.offset) for f in damaged] == [(1, 24)]
+    ok = "rstscope: x (frame 1, byte 24): whatever (frame skipped; the rest was analyzed)"
+    assert fuzz.Checker.judge_skipped([ok], damaged, bytes(data)) == []
+    for wrong in [ok.replace("byte 24", "byte 40"), ok.replace("frame 1,", "frame 2,"),
+                  ok.replace("skipped;", "skipped, and 1 more damaged frame after it;")]:
+        assert fuzz.Checker.judge_skipped([wrong], damaged, bytes(data)) != []
+    assert fuzz.Checker.judge_skipped([], damaged, bytes(data)) != []
+    assert fuzz.Checker.judge_skipped([ok], [], bytes(data)) != []
 
 
 def test_hostile_file_name_stays_one_line(tmp_path, capsys):

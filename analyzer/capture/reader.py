@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from analyzer.capture import ip as ip_layer
 from analyzer.capture import pcap, pcapng
 from analyzer.capture.links import decoder_for
-from analyzer.errors import DamagedCapture, UnreadableCapture
+from analyzer.errors import DamagedCapture, DamagedFrames, UnreadableCapture
 from analyzer.segment import Segment
 
 GZIP_MAGIC = b"\x1f\x8b"  # gzip member header
@@ -90,8 +90,10 @@ class CaptureReader:
     """Iterable of Segments from one capture. Single pass: iterate it once.
 
     ``path`` is the name used in messages; ``stats`` counts while iterating; ``problems`` gets a
-    DamagedCapture when iteration stops early on damage; ``notes`` gets one line per oddity that
-    is not damage (unsupported link type, undescribed pcapng interface).
+    DamagedCapture when iteration stops early on damage, and one DamagedFrames, first, when frames
+    were skipped as damaged (impossible IP/TCP header lengths, a pcapng packet block naming an
+    undescribed interface) while reading went on; ``notes`` gets one line per oddity that is not
+    damage (an unsupported link type).
     """
 
     def __init__(self, path: str, stream, close, fmt: str, head: bytes,
@@ -107,7 +109,9 @@ class CaptureReader:
         self._pcap_header = pcap_header
         self._started = False
         self._check_ip = check_ip_checksums
-        self._first_malformed: int | None = None  # frame number, for the note
+        # the first damaged frame: (frame, byte offset of its record or None, what was wrong)
+        self._first_damaged: tuple[int, int | None, str] | None = None
+        self._exact_offsets = False  # stats.bytes_read ends the frame being decoded (pcap walk)
         self._finished = False
 
     def damage(self, message: str, offset: int, frame: int | None) -> None:
@@ -145,6 +149,7 @@ class CaptureReader:
 
     def _segments(self, recs, frame: int = 0) -> Iterator[Segment]:
         stats = self.stats
+        self._exact_offsets = stats.format == "pcap"
         decode_frame = self.frame_decoder()
         for ts, linktype, data in recs:
             frame += 1
@@ -154,16 +159,20 @@ class CaptureReader:
                 yield seg
 
     def frame_decoder(self):
-        """A function (frame bytes, linktype, frame number, ts) -> Segment | None that counts
-        the frame in ``stats`` (but not in ``stats.frames``, which the record walker sets) and
-        notes unsupported link types. The fast reader uses it for the frames it hands back."""
+        """A function (frame bytes, linktype, frame number, ts, offset=None) -> Segment | None
+        that counts the frame in ``stats`` (but not in ``stats.frames``, which the record walker
+        sets), notes unsupported link types and remembers the first damaged frame; ``offset``,
+        the byte offset of the frame's record, names it in the error (without it, it is worked
+        out in the pcap walk, else left out). The fast reader uses it for the frames it hands
+        back."""
         stats = self.stats
         decode = ip_layer.decode
         link_types = stats.link_types
         decoders: dict[int, object] = {}
         check_ip = self._check_ip
 
-        def decode_frame(data: bytes, linktype: int, frame: int, ts: float) -> Segment | None:
+        def decode_frame(data: bytes, linktype: int, frame: int, ts: float,
+                         offset: int | None = None) -> Segment | None:
             find_ip = decoders.get(linktype, False)
             if find_ip is False:
                 find_ip = decoders[linktype] = decoder_for(linktype) if linktype >= 0 else None
@@ -172,14 +181,19 @@ class CaptureReader:
             link_types[linktype] = link_types.get(linktype, 0) + 1
             if find_ip is None:
                 stats.non_tcp += 1
+                if linktype < 0 and self._first_damaged is None:
+                    self._first_damaged = (frame, self._record_offset(data, offset),
+                                           "pcapng packet block refers to an undescribed "
+                                           "interface")
                 return None
             off = find_ip(data)
             if off < 0:
                 stats.non_tcp += 1
                 return None
             seg = decode(data, off, frame, ts, stats, check_ip)
-            if seg is None and self._first_malformed is None and stats.malformed:
-                self._first_malformed = frame
+            if seg is None and self._first_damaged is None and stats.malformed:
+                self._first_damaged = (frame, self._record_offset(data, offset),
+                                       _why_malformed(data, off))
             return seg
 
         return decode_frame
@@ -198,20 +212,61 @@ class CaptureReader:
             self.finish()
 
     def finish(self) -> None:
-        """Close the file and write the notes that summarise the read."""
+        """Close the file and report the damaged frames skipped on the way."""
         self.close()
-        if self.stats.malformed and not self._finished:
-            self.notes.append(f"{self.stats.malformed} frame(s) with impossible IP/TCP header"
-                              f" lengths skipped (first: frame {self._first_malformed})")
+        if not self._finished:
+            self._report_damaged_frames()
         self._finished = True
 
+    def _record_offset(self, data: bytes, given: int | None) -> int | None:
+        """Byte offset of the record that held ``data``, the frame being decoded, when known
+        exactly: in the pcap walk, a record is its 16-byte header and the frame, and
+        ``stats.bytes_read`` ends it. (A pcapng block's length is not visible here: options and
+        other blocks may come between two packets. Then None: the frame number alone.)"""
+        if given is not None or not self._exact_offsets:
+            return given
+        return self.stats.bytes_read - pcap.RECORD_LEN - len(data)
+
+    def _report_damaged_frames(self) -> None:
+        # Frames lost to damage while reading went on are "something in the input was bad"
+        # (exit 1), not a note. One error for all of them, first in the list: every skipped
+        # frame precedes the point where reading stopped, if it did.
+        if self._first_damaged is None:
+            return
+        frame, offset, why = self._first_damaged
+        count = self.stats.malformed + self.stats.link_types.get(-1, 0)
+        self.problems.insert(0, DamagedFrames(self.path, why, count, frame=frame,
+                                              offset=offset))
+
     def _note_link(self, linktype: int, frame: int) -> None:
-        if linktype < 0:
-            self.notes.append("pcapng packet blocks refer to an interface with no description "
-                              f"block (first: frame {frame}); those frames are skipped")
-        else:
+        if linktype >= 0:  # (-1, an undescribed pcapng interface, is damage: reported as such)
             self.notes.append(f"link type {linktype} is not supported (first: frame {frame}); "
                               "its frames are skipped")
+
+
+def _why_malformed(data: bytes, off: int) -> str:
+    """What ``ip.decode`` found impossible in the IP packet at ``data[off:]``, in words (for the
+    first such frame only, so that the decoder's hot path keeps a bare counter)."""
+    try:
+        n = len(data)
+        if data[off] >> 4 == 4:
+            ihl = (data[off] & 15) * 4
+            if ihl < 20:
+                return f"IPv4 header length {ihl} is less than the minimum 20"
+            total = int.from_bytes(data[off + 2:off + 4], "big")
+            if total and total < ihl:
+                return f"IPv4 total length {total} is less than its header length {ihl}"
+            t, end = off + ihl, off + (total or n - off)
+        else:
+            plen = int.from_bytes(data[off + 4:off + 6], "big")
+            end = off + 40 + (plen or n - off - 40)
+            t = ip_layer._ip6_upper(data, data[off + 6], off + 40, min(n, end))[1]
+        hlen = (data[t + 12] >> 4) * 4
+        if hlen < 20:
+            return f"TCP data offset {hlen // 4} ({hlen} bytes) is less than the minimum 5"
+        return f"TCP header length {hlen} runs past the end of the IP packet ({end - t} bytes)"
+    except IndexError:  # (the decoder read these bytes: not expected)
+        return "impossible IP/TCP header lengths"
 
 
 def open_capture(path: str, *, name: str | None = None,
