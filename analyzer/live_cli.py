@@ -85,8 +85,10 @@ def run(args) -> int:
     wfile = kernel = None
     try:
         if args.write:
+            # created beside and linked into place: no clobbering between the check above and
+            # now (with --force, an atomic replace); the packets stream into it from the start
             try:
-                wfile = open(args.write, "wb")  # noqa: SIM115 - closed below
+                wfile = export.create_new(args.write, args.force)
             except OSError as exc:
                 raise UsageError(f"{args.write}: cannot write: {exc.strerror or exc}") from None
         if args.kernel:

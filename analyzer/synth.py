@@ -15,7 +15,7 @@ The file is streamed: segments wait in a buffer only until no connection yet to 
 them, so memory follows the connections open at once, not the file. It holds at least
 ``packets`` packets: connections already started are finished after the count is reached.
 
-    python -m analyzer.synth OUT.pcap --packets N [--seed S] [--mix M] [--ipv6-share F]
+    python -m analyzer.synth OUT.pcap --packets N [--seed S] [--mix M] [--ipv6-share F] [--force]
 """
 
 from __future__ import annotations
@@ -226,14 +226,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix", choices=MIXES, default="teardowns")
     ap.add_argument("--ipv6-share", type=float, default=0.3)
     ap.add_argument("--truth", metavar="JSON", help="also write {client: intended case} here")
+    ap.add_argument("--force", action="store_true", help="overwrite OUT and JSON if they exist")
     a = ap.parse_args(argv)
-    t = time.perf_counter()
-    res = generate(a.out, packets=a.packets, seed=a.seed, mix=a.mix, ipv6_share=a.ipv6_share,
-                   truth=bool(a.truth))
-    dt = time.perf_counter() - t
-    if a.truth:
-        with open(a.truth, "w") as f:
+    from analyzer.errors import RstscopeError
+    from analyzer.report import export
+
+    if a.packets <= 0:
+        ap.error("--packets must be positive")
+    res: dict = {}
+
+    def write_capture(tmp: str) -> None:
+        res.update(generate(tmp, packets=a.packets, seed=a.seed, mix=a.mix,
+                            ipv6_share=a.ipv6_share, truth=bool(a.truth)))
+
+    def write_truth(tmp: str) -> None:
+        with open(tmp, "w") as f:
             json.dump(res.pop("truth"), f, indent=0, sort_keys=True)
+
+    t = time.perf_counter()
+    try:
+        export.check_distinct(a.out, a.truth)
+        for out in (a.out, a.truth):
+            if out:  # refused before minutes of generating; publishing is what guarantees it
+                export.check_writable(out, a.force)
+        # written beside and published whole: never over an existing file without --force
+        export.write_new(a.out, a.force, write_capture, suffix=".pcap")
+        dt = time.perf_counter() - t
+        if a.truth:
+            export.write_new(a.truth, a.force, write_truth, suffix=".json")
+    except RstscopeError as e:
+        print(f"{ap.prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"{ap.prog}: {a.out}: cannot write: {e.strerror or e}", file=sys.stderr)
+        return 2
     res["seconds"] = round(dt, 2)
     res["packets_per_s"] = round(res["packets"] / dt) if dt else None
     json.dump(res, sys.stdout, indent=1)

@@ -210,3 +210,47 @@ def test_damaged_frame_exits_1_and_the_rest_is_written(pcap, tmp_path, capsys):
     code, _, err = run_cli(["analyze", "--json", str(pcap)], capsys)
     assert code == 0 and err == ""
 
+
+def test_outputs_are_published_without_a_race(tmp_path):
+    """export.write_new / create_new, behind --csv, --parquet, plot -o, report -o, live -w and
+    the generator's CLI: an output that appears between the check and the write is never
+    overwritten without force; with force it is replaced whole (not truncated in place)."""
+    import os
+
+    from analyzer.errors import OutputExists
+    from analyzer.report import export
+
+    path = tmp_path / "out.bin"
+
+    def sneaky(tmp):  # someone else creates the output while ours is being written
+        Path(tmp).write_bytes(b"mine")
+        path.write_bytes(b"theirs")
+
+    with pytest.raises(OutputExists, match="use --force"):
+        export.write_new(str(path), False, sneaky)
+    assert path.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.bin"]
+    export.write_new(str(path), True, lambda tmp: Path(tmp).write_bytes(b"mine"))
+    assert path.read_bytes() == b"mine" and os.listdir(tmp_path) == ["out.bin"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as a plain open would have made it
+
+    with pytest.raises(OutputExists):  # a stream (live -w) is published before it is written
+        export.create_new(str(path), False)
+    assert path.read_bytes() == b"mine" and os.listdir(tmp_path) == ["out.bin"]
+    with open(path, "rb") as held, export.create_new(str(path), True) as f:
+        f.write(b"new")
+        f.flush()
+        assert path.read_bytes() == b"new" and held.read() == b"mine"
+    fresh = tmp_path / "fresh.bin"
+    with export.create_new(str(fresh), False) as f:
+        f.write(b"x")
+    assert fresh.read_bytes() == b"x"
+
+    def interrupted(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export.write_new(str(tmp_path / "never.bin"), False, interrupted)
+    assert sorted(os.listdir(tmp_path)) == ["fresh.bin", "out.bin"]

@@ -348,3 +348,19 @@ def test_churn_keeps_tracker_bounded():
     assert session.tracker.peak_active < 200, session.tracker.peak_active
     print(f"churn: peak {session.tracker.peak_active} open connections of {len(recs)}")
     assert len(session.tracker.active) == 0
+
+
+def test_write_file_is_never_clobbered(tmp_path):
+    """-w refuses an existing file in one line (exit 2) and leaves it alone; --force replaces
+    it with the capture."""
+    out = tmp_path / "seen.pcap"
+    out.write_bytes(b"precious")
+    cmd = [*_live_cmd(), "-w", str(out), "--duration", "1", "--bpf", _bpf(62190)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr == f"rstscope: {out}: already exists (use --force to overwrite)\n"
+    assert out.read_bytes() == b"precious"
+    r = subprocess.run([*cmd, "--force"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"\x4d\x3c\xb2\xa1"  # pcap, nanosecond stamps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seen.pcap"]

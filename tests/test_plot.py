@@ -204,3 +204,28 @@ def test_plot_command(pcap, analysis, tmp_path):
     with pytest.raises(SystemExit):  # argparse: --conn or --overview is required
         run_cmd(["plot", str(pcap), "-o", str(tmp_path / "y.png")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pdf", "c.png", "c.svg"]
+
+
+def test_plot_never_clobbers_a_file_that_appears_meanwhile(pcap, tmp_path, monkeypatch, capsys):
+    """The existence check comes before the work; an output created by someone else while the
+    figure is drawn survives: exit 2, one line, nothing of ours left behind. --force replaces."""
+    from analyzer import cli
+
+    png = tmp_path / "c.png"
+    real = plot.save_figure
+
+    def racing(fig, path, dpi=100):
+        real(fig, path, dpi=dpi)
+        png.write_bytes(b"someone else's")
+
+    monkeypatch.setattr(plot, "save_figure", racing)
+    assert cli.main(["plot", str(pcap), "--conn", "1", "-o", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rstscope: {png}: already exists (use --force to overwrite)\n"
+    assert png.read_bytes() == b"someone else's"
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == ["c.png"]
+    monkeypatch.setattr(plot, "save_figure", real)
+    assert cli.main(["plot", str(pcap), "--conn", "1", "-o", str(png)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli.main(["plot", str(pcap), "--conn", "1", "-o", str(png), "--force"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,7 @@ classified as the case it was scripted for."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -114,3 +115,23 @@ def test_cli(tmp_path):
 def test_bad_mix(tmp_path):
     with pytest.raises(ValueError):
         synth.generate(str(tmp_path / "x.pcap"), packets=10, mix="nope")
+
+
+def test_cli_never_overwrites_without_force(tmp_path):
+    out = tmp_path / "x.pcap"
+    out.write_bytes(b"precious")
+    cmd = [sys.executable, "-m", "analyzer.synth", str(out), "--packets", "200", "--seed", "4"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (f"python -m analyzer.synth: {out}: already exists (use --force to "
+                          "overwrite)\n")
+    assert out.read_bytes() == b"precious"
+    truth = tmp_path / "t.json"
+    truth.write_text("{}")
+    run = subprocess.run([*cmd, "--force", "--truth", str(truth)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    ref = tmp_path / "ref.pcap"
+    synth.generate(str(ref), packets=200, seed=4)
+    assert _digest(out) == _digest(ref) and len(json.loads(truth.read_text())) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.pcap", "t.json", "x.pcap"]

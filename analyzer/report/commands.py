@@ -79,8 +79,8 @@ def run(args) -> int:
         from analyzer.report import html
 
         analysis = analyze(*args.files)
-        n = html.write_report(analysis, args.output, max_timelines=args.max_timelines,
-                              title=args.title)
+        n = html.write_report(analysis, args.output, force=args.force,
+                              max_timelines=args.max_timelines, title=args.title)
         print(f"rstscope: wrote {args.output} ({len(analysis.connections)} connections, "
               f"{n} timelines)", file=sys.stderr)
         return _problems(analysis)
@@ -91,7 +91,7 @@ def _plot(args, analyze) -> int:
     _check_output(args.output, args.force, IMAGE_FORMATS)
     if args.max_segments < 6:
         raise UsageError("--max-segments must be at least 6")
-    from analyzer.report import plot
+    from analyzer.report import export, plot
 
     analysis = analyze(args.file)
     df = analysis.connections
@@ -105,8 +105,8 @@ def _plot(args, analyze) -> int:
                              f"{len(df)}: 0..{int(df['conn'].max())}; see rstscope analyze "
                              "--all)")
         fig = plot.ladder_figure(analysis, args.conn, max_segments=args.max_segments)
-    tmp = Path(args.output)
-    tmp = tmp.with_name(f".{tmp.stem}.tmp{tmp.suffix}")
-    plot.save_figure(fig, str(tmp), dpi=args.dpi)
-    tmp.replace(args.output)
+    # the check above spares the work; this publish is what guarantees no clobbering
+    export.write_new(args.output, args.force,
+                     lambda tmp: plot.save_figure(fig, tmp, dpi=args.dpi),
+                     suffix=Path(args.output).suffix)
     return _problems(analysis)

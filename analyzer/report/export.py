@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -47,25 +48,81 @@ def _flat(df):
     return out
 
 
-def _publish(tmp: str, path: str, force: bool) -> None:
-    """Move a finished temporary file into place; without force, never over an existing file
-    (os.link fails if `path` appeared since the start: no check-then-write race)."""
+def publish(tmp: str, path: str, force: bool) -> None:
+    """Move a finished temporary file (from ``temp_beside``) into place; without force, never
+    over an existing file: os.link fails if ``path`` appeared since the start, so there is no
+    check-then-write race. ``tmp`` is gone afterwards, whatever happened."""
     try:
         if force:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: exclusive creation, then copy
+                _copy_new(tmp, path)
     except FileExistsError:
         raise OutputExists(f"{path}: already exists (use --force to overwrite)") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _temp_beside(path: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=".rstscope-", dir=os.path.dirname(os.path.abspath(path)))
+def _copy_new(src: str, path: str) -> None:
+    with open(src, "rb") as fin, open(path, "xb") as fout:
+        try:
+            shutil.copyfileobj(fin, fout)
+        except BaseException:
+            os.unlink(path)  # (ours: created exclusively above)
+            raise
+
+
+def temp_beside(path: str, suffix: str = "") -> str:
+    """A new empty file in ``path``'s directory (so that publishing it is a rename or a link,
+    never a copy across file systems), with the permissions a plain open would have given."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rstscope-", suffix=suffix,
+                                   dir=os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
     os.close(fd)
+    mask = os.umask(0)  # (mkstemp makes it 0600; read the umask the only way there is)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     return tmp
+
+
+def write_new(path: str, force: bool, write, suffix: str = "") -> None:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then publish it there.
+    On any failure, or an interruption, nothing is left behind and ``path`` is untouched."""
+    tmp = temp_beside(path, suffix)
+    try:
+        write(tmp)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    publish(tmp, path, force)
+
+
+def create_new(path: str, force: bool):
+    """A binary file open for writing at ``path``, published at once (for a stream written as
+    it comes, as ``live -w``): created beside and linked into place, so an existing file is
+    never clobbered without force (and replaced atomically with it), with no race."""
+    tmp = temp_beside(path)
+    try:
+        f = open(tmp, "wb")  # noqa: SIM115 - the caller closes it
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    try:
+        publish(tmp, path, force)  # (the open file keeps its inode: now ``path``'s)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def write_csv(df, path: str, force: bool = False) -> None:
@@ -73,14 +130,10 @@ def write_csv(df, path: str, force: bool = False) -> None:
     if path == "-":
         _flat(df).to_csv(sys.stdout, index=False)
         return
-    tmp = _temp_beside(path)
-    _flat(df).to_csv(tmp, index=False)
-    _publish(tmp, path, force)
+    write_new(path, force, lambda tmp: _flat(df).to_csv(tmp, index=False), ".csv")
 
 
 def write_parquet(df, path: str, force: bool = False) -> None:
     if path == "-":
         raise UsageError("--parquet needs a file name, not -")
-    tmp = _temp_beside(path)
-    _flat(df).to_parquet(tmp, index=False)
-    _publish(tmp, path, force)
+    write_new(path, force, lambda tmp: _flat(df).to_parquet(tmp, index=False), ".parquet")

@@ -235,11 +235,16 @@ def render_report(analysis, *, title: str | None = None, max_timelines: int = 20
 """
 
 
-def write_report(analysis, path: str, **kw) -> int:
-    """Write the page to ``path`` (atomically); returns the number of timelines drawn."""
+def write_report(analysis, path: str, *, force: bool = True, **kw) -> int:
+    """Write the page to ``path`` (atomically; over an existing file only with ``force``);
+    returns the number of timelines drawn."""
+    from analyzer.report import export
+
     page = render_report(analysis, **kw)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+
+    export.write_new(path, force, write, suffix=".html")
     return page.count("<section class='conn'")
