@@ -14,7 +14,7 @@ from analyzer.capture import open_capture
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.errors import CaptureError
-from analyzer.segment import Segment, Ticks
+from analyzer.segment import Segment, SegmentRun
 from analyzer.tracker import RunOrderLost, Timeouts, Tracker
 
 
@@ -223,15 +223,15 @@ def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
         if kind is Segment:
             ctx.note(item)
             tracker.feed(item)
-        elif kind is Ticks:
+        elif kind is SegmentRun:
+            if item.phase == "start":
+                item.accepted = tracker.begin_run(item)
+            else:
+                tracker.end_run(item)
+                report.run_segments += item.packets
+            continue
+        else:  # Ticks
             tracker.ticks(item)
-        elif item.phase == "start":
-            item.accepted = tracker.begin_run(item)
-            continue
-        else:
-            tracker.end_run(item)
-            report.run_segments += item.packets
-            continue
         if done:
             for conn in done:
                 yield conn, classify(conn, ctx)

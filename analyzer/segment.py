@@ -132,10 +132,13 @@ class SegmentRun:
     accepted: bool = False
 
 
-@dataclass(slots=True)
 class Ticks:
     """Capture times of plain segments inside accepted runs since the last item: the consumer's
-    clock (timeouts) still advances with them. ``latest`` is their maximum."""
+    clock (timeouts) still advances with them. ``latest`` is their maximum (or a bound above
+    it); ``times`` the times themselves, in capture order."""
 
-    latest: float
-    times: object  # a sequence of floats, in capture order
+    __slots__ = ("latest", "times")
+
+    def __init__(self, latest: float, times=()):
+        self.latest = latest
+        self.times = times

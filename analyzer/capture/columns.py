@@ -58,7 +58,13 @@ P_IPID = 9
 P_TSVAL = 10  # TCP timestamp value, -1 without the option
 P_OFFLOAD = 11  # checksum field held the pseudo-header sum (counted for PLAIN only)
 P_RUN = 12  # run id (PLAIN), else -1
-NP = 13
+P_WINDOW = 13
+P_TTL = 14
+P_VERSION = 15  # 4 or 6
+P_HLEN = 16  # TCP header length
+P_TSECR = 17  # TCP timestamp echo reply (when P_TSVAL >= 0)
+P_CHECKED = 18  # 1: checksum verified; 0: not checkable (offloaded, cut by the snap length)
+NP = 19
 
 # Flow table: FlowTable.state[slot, F_*], then per direction d at F_DIR + d * NFD + FD_*.
 F_USED = 0
@@ -247,25 +253,25 @@ def _addr64(b, i):
 
 
 @njit(cache=True)
-def _tsval(b, lo, hi):
-    """The TCP timestamp option's value in options b[lo:hi], or -1 (same walk as ip.py)."""
+def _timestamps(b, lo, hi):
+    """(tsval, tsecr) from the TCP options in b[lo:hi], tsval -1 if absent (as ip.py walks)."""
     i = lo
     while i < hi:
         kind = b[i]
         if kind == 0:
-            return -1
+            return np.int64(-1), np.int64(0)
         if kind == 1:
             i += 1
             continue
         if i + 1 >= hi:
-            return -1
+            return np.int64(-1), np.int64(0)
         length = np.int64(b[i + 1])
         if length < 2 or i + length > hi:
-            return -1
+            return np.int64(-1), np.int64(0)
         if kind == 8 and length == 10:
-            return _u32(b, i + 2)
+            return _u32(b, i + 2), _u32(b, i + 6)
         i += length
-    return -1
+    return np.int64(-1), np.int64(0)
 
 
 @njit(cache=True)
@@ -366,6 +372,8 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
                             else:
                                 good = False  # a bad checksum: Python counts it, Zeek marks it
                     if good:
+                        pk[i, P_CHECKED] = 1 if end_frame >= tend and not offloaded else 0
+                        pk[i, P_OFFLOAD] = 1 if offloaded else 0
                         kind = _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi,
                                         b_lo, version, i, idle_limit, keys, state, times, count,
                                         pk, runs, nrun)
@@ -375,9 +383,8 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
                                 nrun += 1
                                 open_slots[nopen] = pk[i, P_SLOT]
                                 nopen += 1
-                            if offloaded:  # Python counts the other segments itself
+                            if offloaded:  # the driver counts KEYED segments itself
                                 noffload += 1
-                                pk[i, P_OFFLOAD] = 1
         if kind == OPAQUE:  # may concern any connection: no run may span it
             for k in range(nopen):
                 state[open_slots[k], F_RUN] = -1
@@ -401,7 +408,9 @@ def _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi, b_lo, versi
     flags = np.int64(buf[t + 13])
     window = _u16(buf, t + 14)
     plen = tcp_len - hlen
-    tsval = _tsval(buf, t + 20, t + hlen) if hlen > 20 else np.int64(-1)
+    tsval, tsecr = np.int64(-1), np.int64(0)
+    if hlen > 20:
+        tsval, tsecr = _timestamps(buf, t + 20, t + hlen)
     # the flow key: endpoints in a fixed order, d = which of them sent this packet
     if a_hi < b_hi or (a_hi == b_hi and (a_lo < b_lo or (a_lo == b_lo and sport <= dport))):
         d = 0
@@ -418,6 +427,8 @@ def _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi, b_lo, versi
     st = state[slot]
     pk[i, P_SLOT], pk[i, P_DIR], pk[i, P_SEQ], pk[i, P_ACK] = slot, d, seq, ack
     pk[i, P_FLAGS], pk[i, P_PLEN], pk[i, P_IPID], pk[i, P_TSVAL] = flags, plen, ipid, tsval
+    pk[i, P_WINDOW], pk[i, P_TTL], pk[i, P_VERSION] = window, ttl, version
+    pk[i, P_HLEN], pk[i, P_TSECR] = hlen, tsecr
     if new:
         st[F_DIR + FD_SEEN] = 0
         st[F_DIR + NFD + FD_SEEN] = 0

@@ -26,7 +26,7 @@ import numpy as np
 
 from analyzer.capture import pcap
 from analyzer.capture.reader import CaptureReader, open_capture
-from analyzer.segment import RunSide, SegmentRun, Ticks
+from analyzer.segment import RunSide, Segment, SegmentRun, Ticks
 
 BLOCK_BYTES = 32 << 20  # file bytes read per block
 BLOCK_PACKETS = 1 << 16  # packets per kernel call
@@ -108,13 +108,14 @@ class FastReader:
                 npk = columns.walk_block(buf, pos, have, hdr.little_endian, div, self._limit,
                                          hdr.linktype, self.idle_limit, table, blk)
                 counts = blk.counts
-                refused, refused_offload = yield from self._block(
+                segments, offloaded = yield from self._block(
                     blk, npk, int(counts[columns.C_RUNS]), buf, frames, decode, senders)
                 frames += npk
-                # plain segments the kernel decoded; refused ones were counted by the decoder
-                plain = int(counts[columns.C_PLAIN]) - refused
+                # segments decoded here (in runs, or built from the kernel's columns); the
+                # ones handed to the Python decoder were counted by it
+                plain = int(counts[columns.C_PLAIN]) + segments
                 stats.tcp_segments += plain
-                stats.offloaded_checksums += int(counts[columns.C_OFFLOAD]) - refused_offload
+                stats.offloaded_checksums += int(counts[columns.C_OFFLOAD]) + offloaded
                 if plain:
                     lt = hdr.linktype
                     stats.link_types[lt] = stats.link_types.get(lt, 0) + plain
@@ -137,7 +138,8 @@ class FastReader:
             self.reader.finish()
 
     def _block(self, blk, npk: int, nrun: int, buf, frames: int, decode, senders: dict):
-        """Yield the block's items; return (refused plain segments, of which offloaded)."""
+        """Yield the block's items. Returns (segments built here beyond the runs' plain ones,
+        of which offloaded): refused plain segments count -1 each, being counted where built."""
         cols = self._cols
         if npk == 0:
             return 0, 0
@@ -145,99 +147,100 @@ class FastReader:
         kind = pk[:, cols.P_KIND]
         ts = blk.ts[:npk]
         run_of = pk[:, cols.P_RUN]
-        runs = blk.runs
         nonplain = np.flatnonzero(kind != cols.PLAIN)
+        runs = blk.runs
         keys = np.concatenate((nonplain * 4, runs[:nrun, cols.R_FIRST] * 4 + 1,
                                runs[:nrun, cols.R_LAST] * 4 + 2))
-        order = np.sort(keys).tolist()
+        keys.sort()
         plain_pos = np.flatnonzero(kind == cols.PLAIN)
         plain_ts = ts[plain_pos]
-        plain_run = run_of[plain_pos]
-        accepted = np.zeros(max(nrun, 1), np.bool_)
+        clock = _Clock(plain_ts, run_of[plain_pos], nrun)
+        # how many plain segments precede each item: the clock advances up to there
+        uptos = np.searchsorted(plain_pos, keys >> 2).tolist()
+        order = keys.tolist()
         pending: dict[int, SegmentRun] = {}
         refused: list[int] = []  # heap of positions of refused runs' segments
         members = None  # positions of each run's segments, built on first refusal
-        cursor = 0  # plain segments before this index have been ticked (or refused)
-        off, caplen = pk[:, cols.P_OFF], pk[:, cols.P_CAPLEN]
-        slot, dirs = pk[:, cols.P_SLOT], pk[:, cols.P_DIR]
-        keyed = cols.KEYED
+        built = built_offload = 0
         linktype = self._hdr.linktype
+        rows = pk.tolist() if len(nonplain) * 4 > npk else None  # columns as Python ints
+        lts = ts.tolist() if rows is not None else None
 
-        def ticks_before(p: int):
-            nonlocal cursor
-            upto = int(np.searchsorted(plain_pos, p))
-            if upto <= cursor:
-                return None
-            sel = plain_ts[cursor:upto]
-            ok = accepted[plain_run[cursor:upto]]
-            cursor = upto
-            if not ok.all():
-                sel = sel[ok]
-                if not len(sel):
-                    return None
-            return Ticks(float(sel.max()), sel)
-
-        def decoded(i: int):
-            data = buf[off[i]:off[i] + caplen[i]].tobytes()
-            return decode(data, linktype, frames + i + 1, float(ts[i]))
+        def segment(i: int, count_plain: bool):
+            """Packet i as a Segment: built from the columns when its flow's endpoints are
+            known (exactly what the decoder would give), else decoded (and its flow learnt)."""
+            nonlocal built, built_offload
+            row = rows[i] if rows is not None else pk[i].tolist()
+            who = senders.get(row[cols.P_SLOT]) if row[cols.P_KIND] != cols.OPAQUE \
+                and row[cols.P_KIND] != cols.UNRELATED else None
+            if who is not None:
+                d = row[cols.P_DIR]
+                (src, sport), (dst, dport) = who[d], who[1 - d]
+                tsv = row[cols.P_TSVAL]
+                if not count_plain:  # kernel-counted plain segments are already in the total
+                    built += 1
+                    built_offload += row[cols.P_OFFLOAD]
+                return Segment(frames + i + 1, lts[i] if lts is not None else float(ts[i]),
+                               src, sport, dst, dport, row[cols.P_SEQ], row[cols.P_ACK],
+                               row[cols.P_FLAGS], row[cols.P_WINDOW], row[cols.P_PLEN],
+                               row[cols.P_VERSION], row[cols.P_TTL], row[cols.P_IPID],
+                               row[cols.P_HLEN] > 20, None if tsv < 0 else tsv,
+                               None if tsv < 0 else row[cols.P_TSECR],
+                               True if row[cols.P_CHECKED] else None)
+            if count_plain:  # the decoder counts it: take it out of the kernel's count
+                built -= 1
+                built_offload -= row[cols.P_OFFLOAD]
+            data = buf[row[cols.P_OFF]:row[cols.P_OFF] + row[cols.P_CAPLEN]].tobytes()
+            seg = decode(data, linktype, frames + i + 1, float(ts[i]))
+            if seg is not None and row[cols.P_KIND] == cols.KEYED:
+                a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+                senders[row[cols.P_SLOT]] = (a, b) if row[cols.P_DIR] == 0 else (b, a)
+            return seg
 
         ei = 0
         nev = len(order)
-        n_refused = n_refused_offload = 0
         while ei < nev or refused:
             if refused and (ei >= nev or refused[0] <= order[ei] >> 2):
                 p = heapq.heappop(refused)
-                n_refused += 1
-                n_refused_offload += int(pk[p, cols.P_OFFLOAD])
-                t = ticks_before(p)
+                t = clock.advance(int(np.searchsorted(plain_pos, p)))
                 if t is not None:
                     yield t
-                seg = decoded(p)
+                seg = segment(p, True)
                 if seg is not None:
                     yield seg
                 continue
             key = order[ei]
+            t = clock.advance(uptos[ei])
             ei += 1
+            if t is not None:
+                yield t
             p, what = key >> 2, key & 3
             if what == 0:
-                t = ticks_before(p)
-                if t is not None:
-                    yield t
-                seg = decoded(p)
-                if seg is None:
-                    continue
-                if kind[p] == keyed:
-                    s = int(slot[p])
-                    if s not in senders:
-                        a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
-                        senders[s] = (a, b) if dirs[p] == 0 else (b, a)
-                yield seg
+                seg = segment(p, False)
+                if seg is not None:
+                    yield seg
             elif what == 1:
                 r = int(run_of[p])
-                t = ticks_before(p)
-                if t is not None:
-                    yield t
                 run = self._run(blk, r, frames, senders)
                 if run is not None:
                     yield run
                 if run is not None and run.accepted:
-                    accepted[r] = True
+                    clock.accepted[r] = True
                     run.phase = "end"
                     pending[r] = run
                 else:
                     if members is None:
-                        members = _members(plain_pos, plain_run)
+                        members = _members(plain_pos, run_of[plain_pos])
                     for q in members(r):
                         heapq.heappush(refused, q)
             else:
-                r = int(run_of[p])
-                run = pending.pop(r, None)
+                run = pending.pop(int(run_of[p]), None)
                 if run is not None:
                     yield run
-        t = ticks_before(npk)
+        t = clock.advance(len(plain_pos))
         if t is not None:
             yield t
-        return n_refused, n_refused_offload
+        return built, built_offload
 
     def _run(self, blk, r: int, frames: int, senders: dict) -> SegmentRun | None:
         c = self._cols
@@ -281,6 +284,43 @@ class FastReader:
         first, last = rr[c.R_FIRST], rr[c.R_LAST]
         return SegmentRun("start", frames + first + 1, float(ts[first]), frames + last + 1,
                           float(ts[last]), sides[0].packets + sides[1].packets, tuple(sides))
+
+
+class _Clock:
+    """Times of the block's plain segments, handed out as Ticks up to a point; only those of
+    accepted runs count (a refused run's segments are fed, and timed, one by one)."""
+
+    def __init__(self, plain_ts, plain_run, nrun: int):
+        self.ts = plain_ts
+        self.run = plain_run
+        self.accepted = np.zeros(max(nrun, 1), np.bool_)
+        self.cursor = 0
+        # within a block capture time rarely goes back: then the last time is the latest
+        self.monotonic = bool(len(plain_ts) < 2 or (np.diff(plain_ts) >= 0).all())
+
+    def advance(self, upto: int) -> _Ticks | None:
+        lo = self.cursor
+        if upto <= lo:
+            return None
+        self.cursor = upto
+        latest = float(self.ts[upto - 1]) if self.monotonic else float(self.ts[lo:upto].max())
+        return _Ticks(latest, self, lo, upto)
+
+
+class _Ticks(Ticks):
+    """Ticks whose times are picked out only if the consumer asks (a sweep may be due)."""
+
+    __slots__ = ("_clock", "_lo", "_hi")
+
+    def __init__(self, latest: float, clock: _Clock, lo: int, hi: int):
+        self.latest = latest  # an upper bound when some runs were refused: still safe
+        self._clock, self._lo, self._hi = clock, lo, hi
+
+    @property
+    def times(self):
+        c = self._clock
+        sel = c.ts[self._lo:self._hi]
+        return sel[c.accepted[c.run[self._lo:self._hi]]]
 
 
 def _members(plain_pos, plain_run):
