@@ -8,8 +8,10 @@ each scripted (``analyzer.synth_cases``) to end as one case of the catalog. Mixe
   segments dominate the packet count;
 - ``syn_flood``: SYNs from distinct spoofed 4-tuples (about 70 % of the packets), half of them
   answered by RST/ACK (``refused``), the rest never (``syn_timeout``), over teardown traffic;
-- ``rst_storm``: blind reset attacks (RSTs across the receive window of established
-  connections: ``ignored_reset``, or ``injected_reset`` when one hits), over teardown traffic.
+- ``rst_storm``: blind reset attacks over teardown traffic: storms of RSTs spread across the
+  receive window of established connections, and sequence-number sweeps (a RST at every offset
+  around a small window, below it, or past the exact number): ``ignored_reset``, or
+  ``injected_reset`` when one hits.
 
 The file is streamed: segments wait in a buffer only until no connection yet to start can precede
 them, so memory follows the connections open at once, not the file. It holds at least
@@ -33,7 +35,7 @@ from collections import Counter
 from operator import itemgetter
 
 from analyzer.segment import ACK, RST, SYN
-from analyzer.synth_cases import SCRIPTS, Conn, storm
+from analyzer.synth_cases import SCRIPTS, Conn, storm, sweep
 from analyzer.synth_wire import PCAP_HEADER, Payloads, Side, frame, syn_options
 
 MIXES = ("teardowns", "syn_flood", "rst_storm")
@@ -165,8 +167,9 @@ class _Gen:
                 self.flood_syn(t)
             else:
                 t += 1 + int(rnd() * 2 * gap)
-                if self.mix == "rst_storm" and rnd() < 0.4:
-                    self.connection(t, storm, None)
+                attack = rnd() if self.mix == "rst_storm" else 1.0
+                if attack < 0.4:  # storms and sweeps, one in five connections each
+                    self.connection(t, storm if attack < 0.2 else sweep, None)
                 else:
                     fn, case = self._draw()
                     self.connection(t, fn, case)

@@ -290,6 +290,49 @@ def storm(c: Conn) -> str:
     return "ignored_reset"
 
 
+def sweep(c: Conn) -> str:
+    """Sequence-number games: a blind attacker sends a RST at every sequence number around the
+    client's receive window, one apart, in order, the window being small (the client's buffer
+    nearly full: 128 or 256 bytes advertised). A third of the sweeps start below the window and
+    cross the exact number: the client's socket dies there (the RSTs after it find none) and the
+    real server's next segment draws a RST. A third start one past the exact number and run past
+    the window's end: the first one in the window draws a challenge ACK (RFC 5961; no other
+    within Linux's 0.5 s per-socket limit). A third stay below the window: old numbers, dropped
+    without a word. Those two end as the connection goes on."""
+    c.dialogue()
+    full = c.win[C]
+    c.win[C] = 1 + int(c.rnd() * 2)  # 128 or 256 bytes at window scale 7
+    w = c.win[C] << 7
+    c.tx(C, 3000, ACK)  # window update
+    attacker = c.sides[S].forged(c.sides[S].ttl + 17 if c.sides[S].ttl < 200 else 40)
+    base, margin = c.nxt[S], 32
+    kind = c.rnd()
+    if kind < 1 / 3:
+        offsets = range(-margin, w + margin)
+    elif kind < 2 / 3:
+        offsets = range(1, w + margin)
+    else:
+        offsets = range(-w - margin, 0)
+    c.t += 3000  # (a challenge ACK within 1 ms of an identical ACK would be a capture duplicate)
+    alive, challenged = True, False
+    for off in offsets:
+        c.tx(S, 40, RST, seq=(base + off) & M32, ack=0, side=attacker)
+        if off == 0:
+            alive = False
+        elif alive and not challenged and 0 < off < w:
+            challenged = True
+            c.tx(C, 5, ACK)
+    if not alive:
+        c.tx(S, 300, PA, w // 2)  # the real server, within the window it was given
+        c.tx(C, c.rtt // 2, RST, seq=c.nxt[C], ack=0)
+        return "injected_reset"
+    c.win[C] = full
+    c.tx(C, 20000, ACK)  # the application read: window update
+    c.data(S, 2)
+    c.fin_close(S)
+    return "ignored_reset"
+
+
 # (script, intended case, weight in the teardowns mix: connections per deck of 100)
 SCRIPTS = (
     (graceful, "graceful", 14), (bulk, "graceful", 3), (stream, "graceful", 5), (half_close, "half_close", 5),

@@ -4,6 +4,7 @@ classified as the case it was scripted for."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -135,3 +136,30 @@ def test_cli_never_overwrites_without_force(tmp_path):
     synth.generate(str(ref), packets=200, seed=4)
     assert _digest(out) == _digest(ref) and len(json.loads(truth.read_text())) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.pcap", "t.json", "x.pcap"]
+
+
+def test_rst_storm_has_sequence_number_sweeps(tmp_path):
+    """Sequence-number games: some attacks are a RST at every sequence number around a small
+    window, one apart; crossing the exact number kills the connection, the rest are ignored,
+    and rstscope says which."""
+    from collections import defaultdict
+
+    from analyzer.capture import open_capture
+    from analyzer.segment import ACK, RST
+
+    path = tmp_path / "storm.pcap"
+    res = synth.generate(str(path), packets=20000, seed=5, mix="rst_storm", truth=True,
+                         bulk=(10, 40), storm_rsts=16)
+    seqs = defaultdict(list)
+    for seg in open_capture(str(path)):
+        if seg.flags & RST and not seg.flags & ACK:
+            seqs[(seg.dst, seg.dport)].append(seg.seq)  # keyed by the victim, the client
+    sweeps = {k: v for k, v in seqs.items() if len(v) >= 128 and all(
+        (b - a) & 0xFFFFFFFF == 1 for a, b in zip(v, v[1:], strict=False))}
+    conns = analyzer.analyze(str(path)).connections
+    got = dict(zip(conns.client, conns.case, strict=True))
+    clients = [synth.endpoint_text(ipaddress.ip_address(a).packed, p) for a, p in sweeps]
+    truth = {k: res["truth"][k] for k in clients}
+    assert len(sweeps) >= 10
+    assert set(truth.values()) == {"ignored_reset", "injected_reset"}
+    assert {k: got.get(k) for k in truth} == truth
