@@ -160,3 +160,24 @@ def test_progress_bar_silent_when_not_a_terminal():
     bar(500)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_same_answer_with_lying_header_lengths_inside(synthetic, tmp_path):
+    data = bytearray(synthetic.read_bytes()[:8_000_000])
+    big = data[:4] == b"\xa1\xb2\xc3\xd4"
+    pos, k, spoiled = 24, 0, 0
+    while pos + 16 <= len(data):
+        caplen = int.from_bytes(data[pos + 8:pos + 12], "big" if big else "little")
+        if pos + 16 + caplen > len(data):
+            break
+        k += 1
+        f = pos + 16
+        if k % 997 == 0 and data[f + 12:f + 14] == b"\x08\x00":  # IPv4 over Ethernet
+            ihl = (data[f + 14] & 15) * 4
+            data[f + 14 + ihl + 12] = 0xF0  # TCP data offset 60: past a short packet's end
+            spoiled += 1
+        pos += 16 + caplen
+    path = tmp_path / "lying.pcap"
+    path.write_bytes(bytes(data[:pos]))
+    recs, rep = _same(path)
+    assert spoiled > 5 and rep.stats.malformed > 0 and rep.problems

@@ -109,7 +109,7 @@ class FastReader:
                                          hdr.linktype, self.idle_limit, table, blk)
                 counts = blk.counts
                 segments, offloaded = yield from self._block(
-                    blk, npk, int(counts[columns.C_RUNS]), buf, frames, decode, senders)
+                    blk, npk, int(counts[columns.C_RUNS]), buf, base, frames, decode, senders)
                 frames += npk
                 # segments decoded here (in runs, or built from the kernel's columns); the
                 # ones handed to the Python decoder were counted by it
@@ -137,7 +137,8 @@ class FastReader:
         else:
             self.reader.finish()
 
-    def _block(self, blk, npk: int, nrun: int, buf, frames: int, decode, senders: dict):
+    def _block(self, blk, npk: int, nrun: int, buf, base: int, frames: int, decode,
+               senders: dict):
         """Yield the block's items. Returns (segments built here beyond the runs' plain ones,
         of which offloaded): refused plain segments count -1 each, being counted where built."""
         cols = self._cols
@@ -190,8 +191,10 @@ class FastReader:
             if count_plain:  # the decoder counts it: take it out of the kernel's count
                 built -= 1
                 built_offload -= row[cols.P_OFFLOAD]
-            data = buf[row[cols.P_OFF]:row[cols.P_OFF] + row[cols.P_CAPLEN]].tobytes()
-            seg = decode(data, linktype, frames + i + 1, float(ts[i]))
+            at = row[cols.P_OFF]
+            data = buf[at:at + row[cols.P_CAPLEN]].tobytes()
+            # the record's file offset (its 16-byte header precedes the frame), for messages
+            seg = decode(data, linktype, frames + i + 1, float(ts[i]), base + at - 16)
             if seg is not None and row[cols.P_KIND] == cols.KEYED:
                 a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
                 senders[row[cols.P_SLOT]] = (a, b) if row[cols.P_DIR] == 0 else (b, a)
