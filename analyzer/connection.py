@@ -144,9 +144,15 @@ class Connection:
     @property
     def ended(self) -> bool:
         """Nothing more is expected: both ends finished, or a reset was acted on."""
-        if all(ep.state in FINISHED for ep in self.ep.values()):
+        # written out: sweeps ask this of every quiet connection, every capture second
+        ep, sent = self.ep, self.sent
+        if ep["client"].state in FINISHED and ep["server"].state in FINISHED:
             return True
-        return any(r.accepted and not r.forged for d in self.sent.values() for r in d.rsts)
+        for d in (sent["client"], sent["server"]):
+            for r in d.rsts:
+                if r.accepted and not r.forged:
+                    return True
+        return False
 
     # ---------------------------------------------------------------- updates
     def observe_icmp(self, seg: Segment) -> None:

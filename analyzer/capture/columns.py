@@ -36,7 +36,7 @@ STOP_END = 0  # consumed every complete record in the block
 STOP_IRREGULAR = 1  # a record the Python reader must judge (truncated, absurd length)
 STOP_FULL = 2  # the per-block output arrays are full
 
-FLOW_SLOTS = 1 << 18  # flow table size (power of two)
+FLOW_SLOTS = 1 << 16  # flow table size (power of two)
 FLOW_FILL = FLOW_SLOTS // 4  # clear the table past this many flows (keeps probes short)
 
 _FIN, _SYN, _RST, _ACK, _URG = 0x01, 0x02, 0x04, 0x10, 0x20

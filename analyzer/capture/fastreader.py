@@ -164,14 +164,15 @@ class FastReader:
         members = None  # positions of each run's segments, built on first refusal
         built = built_offload = 0
         linktype = self._hdr.linktype
-        rows = pk.tolist() if len(nonplain) * 4 > npk else None  # columns as Python ints
-        lts = ts.tolist() if rows is not None else None
+        # the non-plain packets' columns as Python ints (the only rows read one by one)
+        rows = dict(zip(nonplain.tolist(), pk[nonplain].tolist(), strict=True))
+        lts = dict(zip(nonplain.tolist(), ts[nonplain].tolist(), strict=True))
 
         def segment(i: int, count_plain: bool):
             """Packet i as a Segment: built from the columns when its flow's endpoints are
             known (exactly what the decoder would give), else decoded (and its flow learnt)."""
             nonlocal built, built_offload
-            row = rows[i] if rows is not None else pk[i].tolist()
+            row = rows.get(i) or pk[i].tolist()
             who = senders.get(row[cols.P_SLOT]) if row[cols.P_KIND] != cols.OPAQUE \
                 and row[cols.P_KIND] != cols.UNRELATED else None
             if who is not None:
@@ -181,7 +182,7 @@ class FastReader:
                 if not count_plain:  # kernel-counted plain segments are already in the total
                     built += 1
                     built_offload += row[cols.P_OFFLOAD]
-                return Segment(frames + i + 1, lts[i] if lts is not None else float(ts[i]),
+                return Segment(frames + i + 1, lts.get(i) or float(ts[i]),
                                src, sport, dst, dport, row[cols.P_SEQ], row[cols.P_ACK],
                                row[cols.P_FLAGS], row[cols.P_WINDOW], row[cols.P_PLEN],
                                row[cols.P_VERSION], row[cols.P_TTL], row[cols.P_IPID],
