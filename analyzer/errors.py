@@ -43,6 +43,18 @@ class CaptureError(RstscopeError):
         loc = f" ({', '.join(where)})" if where else ""
         return f"{self.path}{loc}: {self.message}"
 
+    def __reduce__(self):
+        # worker processes send these back (rstscope analyze --jobs / --dask): rebuild from the
+        # attributes, since __init__ takes other arguments than the message Exception keeps
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls, args, state):
+    obj = cls.__new__(cls)
+    obj.args = args
+    obj.__dict__.update(state)
+    return obj
+
 
 class UnreadableCapture(CaptureError):
     """Nothing could be read: missing file, not a capture, wrong magic, unsupported format."""

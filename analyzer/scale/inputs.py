@@ -1,0 +1,165 @@
+"""From command-line arguments to captures: files, directories, globs, and rotated sets.
+
+A *rotated set* is what ``tcpdump -C`` / ``-G`` / ``-W`` writes: files whose names differ only in
+their numbers (``cap.pcap``, ``cap.pcap1``, ``cap.pcap2``, ... or ``cap-20240101-1200.pcap``,
+...), with the same link-layer header, each one's packets after the previous one's. Such a set
+is read as one capture (``analyzer.scale.chunk.SetReader``). Files of one directory or one glob
+argument are grouped into sets automatically; files named one by one are read one by one, as
+always, unless ``--rotated`` says they too form sets.
+
+Rules, so that unrelated captures are never stitched together:
+
+- same name once every run of digits is replaced by ``#`` (a first file without the number,
+  ``cap.pcap`` beside ``cap.pcap1``, belongs with them);
+- same format and link-layer header (pcap: the 24-byte file header, as tcpdump writes it
+  identically into each file; pcapng: the first interface's link type);
+- ordered by first packet time, no file starting before the previous one ends.
+
+A group that fails the last two rules is read file by file, with a note saying why.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import gzip
+import os
+import re
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from analyzer.capture import pcap, pcapng
+from analyzer.errors import UnreadableCapture
+from analyzer.scale.layout import Layout, layout
+
+MAGICS = pcap.MAGICS | {pcapng.SHB_MAGIC}
+GZIP_MAGIC = b"\x1f\x8b"
+GLOB_CHARS = re.compile(r"[*?\[]")
+DIGITS = re.compile(r"\d+")
+
+
+@dataclass
+class Unit:
+    """One capture to analyze: a file, a rotated set, or an argument that named nothing."""
+
+    name: str  # as records' ``file`` shows it: the file, or the set's first (oldest) file
+    paths: list[str] = field(default_factory=list)  # the files, in capture order
+    layouts: list[Layout] = field(default_factory=list)  # filled for sets (and by the planner)
+    error: UnreadableCapture | None = None  # the argument gave no capture at all
+    note: str | None = None  # told on stderr before the unit is read
+
+    @property
+    def rotated(self) -> bool:
+        return len(self.paths) > 1
+
+
+def expand(args: list[str], *, rotated: bool = False, target: int = 1 << 62) -> list[Unit]:
+    """The captures the arguments name, in order. ``target``: chunk size for the layouts the
+    grouping walks anyway (so a parallel run need not walk the files twice)."""
+    units: list[Unit] = []
+    loose: list[str] = []  # files named one by one, grouped together under --rotated
+
+    def flush() -> None:
+        if loose:
+            units.extend(group(loose, target))
+            loose.clear()
+
+    for arg in args:
+        if arg != "-" and os.path.isdir(arg):
+            flush()
+            files = [os.path.join(arg, f) for f in sorted(os.listdir(arg))
+                     if not f.startswith(".") and os.path.isfile(os.path.join(arg, f))]
+            files = [f for f in files if _is_capture(f)]
+            if not files:
+                units.append(Unit(arg, error=UnreadableCapture(
+                    arg, "directory holds no pcap or pcapng file")))
+            else:
+                units.extend(group(files, target))
+        elif arg != "-" and not os.path.exists(arg) and GLOB_CHARS.search(arg):
+            flush()
+            files = sorted(f for f in globbing.glob(arg) if os.path.isfile(f))
+            if not files:
+                units.append(Unit(arg, error=UnreadableCapture(arg, "no file matches")))
+            else:
+                units.extend(group(files, target))
+        elif rotated and arg != "-":
+            loose.append(arg)
+        else:
+            flush()
+            units.append(Unit(arg, [arg]))
+    flush()
+    return units
+
+
+def _is_capture(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # let the reader say what is wrong with it
+    return head in MAGICS or head[:2] == GZIP_MAGIC
+
+
+def _stem(path: str) -> str:
+    d, base = os.path.split(path)
+    return os.path.join(d, DIGITS.sub("#", base))
+
+
+def _number(path: str) -> tuple:
+    return tuple(int(x) for x in DIGITS.findall(os.path.basename(path)))
+
+
+def _signature(path: str, lay: Layout) -> tuple | None:
+    """What must be equal across a set's files, or None if the file is not readable so."""
+    if lay.format == "pcap":
+        return ("pcap", lay.header)
+    if lay.format == "pcapng":
+        return ("pcapng", lay.linktype)
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(pcap.HEADER_LEN)
+    except (OSError, EOFError):
+        return None
+    return ("pcap", head) if pcap.parse_header(head) is not None else None
+
+
+def group(files: list[str], target: int) -> list[Unit]:
+    """Files (sorted by name) as units: rotated sets where the rules above allow, else one
+    unit per file, in the order of each unit's first file name."""
+    stems: dict[str, list[str]] = {}
+    for f in files:
+        stems.setdefault(_stem(f), []).append(f)
+    for stem in list(stems):  # tcpdump -C: "cap.pcap" goes with "cap.pcap1", "cap.pcap2", ...
+        if "#" not in os.path.basename(stem) and stem + "#" in stems:
+            stems[stem + "#"] += stems.pop(stem)
+    units: list[tuple[str, Unit]] = []
+    for members in stems.values():
+        if len(members) == 1:
+            units.append((members[0], Unit(members[0], [members[0]])))
+            continue
+        units.extend((min(u.paths), u) for u in _as_set(sorted(members, key=_number), target))
+    return [u for _, u in sorted(units, key=lambda x: files.index(x[0]))]
+
+
+def _as_set(members: list[str], target: int) -> list[Unit]:
+    try:
+        lays = [layout(f, target) for f in members]
+    except (OSError, ValueError) as exc:
+        return _apart(members, f"not read as a rotated set ({exc})")
+    sigs = [_signature(f, lay) for f, lay in zip(members, lays, strict=True)]
+    if None in sigs or len(set(sigs)) > 1:
+        return _apart(members, "not read as a rotated set: their link-layer headers differ")
+    order = sorted(range(len(members)), key=lambda i: (
+        lays[i].first_ts is None, lays[i].first_ts or 0.0, _number(members[i])))
+    for a, b in pairwise(order):
+        end, start = lays[a].last_ts, lays[b].first_ts
+        if end is not None and start is not None and start < end:
+            return _apart(members, f"not read as a rotated set: {members[b]} starts before "
+                                   f"{members[a]} ends")
+    paths = [members[i] for i in order]
+    return [Unit(paths[0], paths, [lays[i] for i in order])]
+
+
+def _apart(members: list[str], why: str) -> list[Unit]:
+    units = [Unit(f, [f]) for f in members]
+    units[0].note = f"{', '.join(members)}: {why}"
+    return units

@@ -1,0 +1,184 @@
+"""Chunks read by workers and merged give the one-process answer, record for record; where they
+could not, the run falls back to one process and says so."""
+
+from __future__ import annotations
+
+import random
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analyzer import classify as classify_module
+from analyzer.scale.merge import Merger
+from analyzer.scale.run import Workers
+from analyzer.scale.worker import Options, expired
+from analyzer.synth import generate
+from analyzer.tracker import Timeouts, Tracker
+from tests.scale_helpers import one_process, scaled
+from tests.segments import Flow, handshake
+
+CAPTURES = Path(__file__).resolve().parents[1] / "captures"
+ZEEK = Path("/work/shared/zeek-oracle/traces")
+
+
+@pytest.fixture(scope="module")
+def workers():
+    pool = Workers(jobs=2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("synth") / "teardowns.pcap"
+    generate(str(path), packets=30_000, seed=7, mix="teardowns")
+    return str(path)
+
+
+def corpus() -> list[str]:
+    files = sorted(map(str, CAPTURES.glob("*.pcap")))
+    if ZEEK.exists():
+        files += sorted(str(p) for p in ZEEK.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    return files
+
+
+def test_tiny_chunks_over_the_corpora(workers):
+    """A chunk every few packets: connections cross cuts everywhere, and the merge mends them."""
+    replayed = fallbacks = 0
+    for path in corpus():
+        expected = one_process(path)
+        said: list[str] = []
+        lines, reports, runner = scaled([path], workers, chunk=400, said=said)
+        assert (lines, reports) == expected, path
+        replayed += runner.last_merger.replayed
+        fallbacks += runner.fallbacks
+    assert replayed > 500  # the stitching was exercised, not bypassed
+    assert fallbacks <= 3  # (the traces whose packet times go backwards)
+
+
+def test_a_synthetic_capture_in_chunks(workers, synth):
+    expected = one_process(synth)
+    for chunk in (64 << 10, 1 << 20):
+        lines, reports, runner = scaled([synth], workers, chunk=chunk)
+        assert (lines, reports) == expected
+        assert runner.fallbacks == 0 and runner.last_merger.replayed > 0
+
+
+def test_zeek_boundaries_in_chunks(workers, synth):
+    opts = Options(zeek_options={"boundaries": True})
+    expected = one_process(synth, zeek_options={"boundaries": True})
+    lines, reports, runner = scaled([synth], workers, chunk=128 << 10, opts=opts)
+    assert (lines, reports) == expected and runner.fallbacks == 0
+
+
+def test_packet_times_going_backwards_fall_back(workers, synth, tmp_path):
+    blob = bytearray(Path(synth).read_bytes())
+    # move the 2000th record's time one minute back (big-endian pcap from the generator)
+    pos = 24
+    for _ in range(1999):
+        pos += 16 + struct.unpack_from(">I", blob, pos + 8)[0]
+    struct.pack_into(">I", blob, pos, struct.unpack_from(">I", blob, pos)[0] - 60)
+    odd = tmp_path / "odd.pcap"
+    odd.write_bytes(bytes(blob))
+    said: list[str] = []
+    lines, reports, runner = scaled([str(odd)], workers, chunk=256 << 10, said=said)
+    assert (lines, reports) == one_process(str(odd))
+    assert runner.fallbacks == 1
+    assert said == [f"{odd}: read again in one process: packet times go backwards, so the "
+                    "result depends on when the tracker swept"]
+
+
+def test_reaching_max_active_falls_back(workers, synth):
+    timeouts = Timeouts(max_active=40)
+    expected = one_process(synth, timeouts=timeouts)
+    said: list[str] = []
+    lines, reports, runner = scaled([synth], workers, chunk=256 << 10,
+                                    opts=Options(timeouts=timeouts), said=said)
+    assert (lines, reports) == expected
+    assert runner.fallbacks == 1 and "more than 40 connections open at once" in said[0]
+
+
+def test_damaged_frames_in_several_chunks_are_one_error(workers, synth, tmp_path):
+    blob = bytearray(Path(synth).read_bytes())
+    pos, n, hit = 24, 0, 0
+    while pos < len(blob):
+        caplen = struct.unpack_from(">I", blob, pos + 8)[0]
+        ip = pos + 16 + 14  # (the generator writes untagged Ethernet)
+        v6 = blob[ip] >> 4 == 6
+        hlen = 40 if v6 else (blob[ip] & 15) * 4
+        tcp_len = struct.unpack_from(">H", blob, ip + 4)[0] if v6 else \
+            struct.unpack_from(">H", blob, ip + 2)[0] - hlen
+        n += 1
+        if n > 3000 * (hit + 1) and tcp_len < 60:  # data offset 15 (60 bytes): it lies
+            blob[ip + hlen + 12] = 0xF0 | (blob[ip + hlen + 12] & 0x0F)
+            hit += 1
+        pos += 16 + caplen
+    bad = tmp_path / "lying.pcap"
+    bad.write_bytes(bytes(blob))
+    expected = one_process(str(bad))
+    assert expected[1][0][2], "the capture should hold damaged frames"
+    lines, reports, runner = scaled([str(bad)], workers, chunk=512 << 10)
+    assert (lines, reports) == expected and runner.fallbacks == 0
+
+
+# ------------------------------------------------------------------ the merge's own rules
+
+
+def test_expired_is_the_sweeps_own_test():
+    """The merge decides when a sweep hands a connection on with ``expired``: it must agree
+    with Tracker.sweep on connections of every kind and age."""
+    t = Timeouts(idle=30.0, closed=5.0)
+    rng = random.Random(1)
+    for _ in range(300):
+        done: list = []
+        tracker = Tracker(done.append, t)
+        f = Flow(ts=100.0)
+        handshake(f)
+        kind = rng.choice(["open", "fin", "rst"])
+        if kind == "fin":
+            f("c", "F.", 1001, 5001)
+            f("s", "F.", 5001, 1002)
+            f("c", ".", 1002, 5002)
+        elif kind == "rst":
+            f("c", "R.", 1001, 5001)
+        for seg in f.segments:
+            tracker.feed(seg)
+        conn = next(iter(tracker.active.values()))
+        now = conn.end + rng.choice([0.0, 4.999, 5.0, 5.001, 29.9, 30.0, 30.001, 60.0])
+        tracker.sweep(now)
+        assert bool(done) == expired(conn.end, conn.ended, now, t), (kind, now - conn.end)
+
+
+def test_sweep_times_are_the_trackers(tmp_path):
+    """The merge's sweep schedule over a chunked stream of times, against the tracker's."""
+    rng = random.Random(2)
+    times = sorted(1000.0 + rng.random() * 40 for _ in range(3000))
+    swept: list[float] = []
+
+    class Spy(Tracker):
+        def sweep(self, now):
+            swept.append(now)
+            super().sweep(now)
+
+    spy = Spy(lambda c: None)
+    for ts in times:
+        spy.tick(ts)
+    merger = Merger("x", Options(), lambda *a: iter(()))
+    got = []
+    for lo in range(0, 3000, 700):  # in chunks, as the merge meets them
+        part = np.array(times[lo:lo + 700])
+        got += [now for _f, now in merger._sweeps(part, np.arange(lo, lo + len(part)))]
+    assert got == swept and len(got) > 30
+
+
+def test_the_classifier_asks_only_what_the_merge_answers():
+    """Of the capture-wide context, the classifier reads listener_seen only: the merge answers
+    it as of each connection's end (worker.AsOf). Another question needs the merge extended."""
+    source = Path(classify_module.__file__).read_text()
+    asked = set(re.findall(r"\bctx\.(\w+)", source))
+    assert asked == {"listener_seen"}
+    fields = set(classify_module.Context.__dataclass_fields__)
+    assert fields == {"answered_syns"}
