@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     a = sub.add_parser("analyze", help="analyze pcap/pcapng captures ('-' reads stdin)")
-    a.add_argument("files", nargs="+", metavar="FILE")
+    a.add_argument("files", nargs="+", metavar="FILE",
+                   help="capture files, directories or quoted globs; rotated sets (tcpdump "
+                        "-C/-G/-W) found in a directory or glob are read as one capture")
     a.add_argument("--all", action="store_true", help="list every connection, not only "
                                                       "abnormal endings")
     a.add_argument("--json", action="store_true", help="JSON Lines on stdout, one object per "
@@ -51,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--check-ip-checksums", action="store_true",
                    help="drop packets whose IPv4 header checksum is wrong (off by default: "
                         "checksum offload leaves them wrong in local captures)")
+    a.add_argument("--rotated", action="store_true",
+                   help="group the files named one by one into rotated sets too")
+    a.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="read with N local processes (the output is the same as with one)")
+    a.add_argument("--dask", metavar="ADDRESS",
+                   help="read on a Dask cluster (tcp://host:8786), or 'local' for a local one")
+    a.add_argument("--chunk-size", metavar="SIZE",
+                   help="with --jobs or --dask, cut files into chunks of about SIZE (256M)")
 
     c = sub.add_parser("cases", help="print the case catalog")
     c.add_argument("--json", action="store_true")
@@ -128,7 +138,7 @@ def _keep(rec: dict, args) -> bool:
 
 
 def cmd_analyze(args) -> int:
-    from analyzer.pipeline import FileReport, iter_records
+    from analyzer.pipeline import FileReport
     from analyzer.report import export, text
 
     if args.case:
@@ -157,6 +167,9 @@ def cmd_analyze(args) -> int:
         bars.append(Progress(path, total))
         return bars[-1]
 
+    from analyzer import scale
+
+    units, runner = scale.prepare(args, progress)
     reports: list[FileReport] = []
     table: list[dict] = []  # what the text view or the files need
     need_all = bool(args.csv or args.parquet)
@@ -164,12 +177,9 @@ def cmd_analyze(args) -> int:
     interrupted = False
     stdout = sys.stdout
     try:
-        for path in args.files:
+        for index in range(len(units)):
             try:
-                for rec, _ in iter_records([path], reports,
-                                           check_ip_checksums=args.check_ip_checksums,
-                                           zeek_options={"boundaries": args.zeek_boundaries},
-                                           engine=args.engine, progress=progress):
+                for rec, _ in runner.records(index, reports):
                     if not _keep(rec, args):
                         continue
                     if args.json:
@@ -184,6 +194,7 @@ def cmd_analyze(args) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        runner.close()
         for bar in bars:
             bar.close()
     problems: list[CaptureError] = [p for r in reports for p in r.problems]
@@ -207,13 +218,13 @@ def cmd_analyze(args) -> int:
                        key=lambda t: (t["file"], t["conn"]))
         last_file = None
         for rec in shown:
-            if len(args.files) > 1 and rec["file"] != last_file:
+            if len(units) > 1 and rec["file"] != last_file:
                 print(f"== {rec['file']}")
                 last_file = rec["file"]
             print(text.connection_block(rec))
         if shown:
             print()
-        print(text.summary(table, len(args.files)))
+        print(text.summary(table, len(units)))
         for r in reports:
             if r.stats is not None:
                 s = r.stats
@@ -222,7 +233,7 @@ def cmd_analyze(args) -> int:
     stdout.flush()
     if interrupted:
         return EXIT_INTERRUPTED
-    if unreadable == len(args.files):
+    if unreadable == len(units):
         return EXIT_USAGE
     if problems or unreadable:
         return EXIT_PARTIAL
