@@ -141,3 +141,25 @@ def test_dask_local(capture, capsys):
     code, out2, err = run(["analyze", "--json", "--dask", "local", "--jobs", "2",
                            "--chunk-size", "2M", whole], capsys)
     assert (code, err) == (0, "") and out2 == out
+
+
+def test_a_gzip_rotated_set_is_read_in_one_process(capture, tmp_path, capsys):
+    import gzip
+
+    _whole, rotated = capture
+    names = sorted(os.listdir(rotated), key=lambda n: int(re.sub(r"\D", "", n) or 0))[:3]
+    for name in names:  # tcpdump -z gzip leaves cap.pcap.gz, cap.pcap1.gz, ...
+        with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
+            f.write((Path(rotated) / name).read_bytes())
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in names:
+        (plain / name).write_bytes((Path(rotated) / name).read_bytes())
+    code, out, err = run(["analyze", "--json", str(plain)], capsys)
+    code2, out2, err2 = run(["analyze", "--json", str(tmp_path / "*.gz")], capsys)
+    assert (code, code2, err, err2) == (0, 0, "", "")
+    assert without_file(out2) == without_file(out)
+    code3, out3, err3 = run(["analyze", "--json", "--jobs", "2", str(tmp_path / "*.gz")], capsys)
+    assert code3 == 0 and out3 == out2
+    assert err3 == (f"rstscope: {tmp_path / names[0]}.gz: read in one process: the "
+                    "gzip-compressed files of a rotated set are read in one process\n")

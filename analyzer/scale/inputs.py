@@ -10,7 +10,8 @@ always, unless ``--rotated`` says they too form sets.
 Rules, so that unrelated captures are never stitched together:
 
 - same name once every run of digits is replaced by ``#`` (a first file without the number,
-  ``cap.pcap`` beside ``cap.pcap1``, belongs with them);
+  ``cap.pcap`` beside ``cap.pcap1``, or ``cap.pcap.gz`` beside ``cap.pcap1.gz``, belongs with
+  them);
 - same format and link-layer header (pcap: the 24-byte file header, as tcpdump writes it
   identically into each file; pcapng: the first interface's link type);
 - ordered by first packet time, no file starting before the previous one ends.
@@ -129,8 +130,9 @@ def group(files: list[str], target: int) -> list[Unit]:
     for f in files:
         stems.setdefault(_stem(f), []).append(f)
     for stem in list(stems):  # tcpdump -C: "cap.pcap" goes with "cap.pcap1", "cap.pcap2", ...
-        if "#" not in os.path.basename(stem) and stem + "#" in stems:
-            stems[stem + "#"] += stems.pop(stem)
+        base = stem.replace("#", "")  # (and "cap.pcap.gz" with "cap.pcap1.gz", ... after -z)
+        if os.path.basename(stem).count("#") == 1 and base in stems:
+            stems[stem] = stems.pop(base) + stems[stem]
     units: list[tuple[str, Unit]] = []
     for members in stems.values():
         if len(members) == 1:

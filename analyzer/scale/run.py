@@ -20,7 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from analyzer.capture import pcap
+from analyzer import errors
+from analyzer.capture import open_capture, pcap
 from analyzer.capture.reader import CaptureReader
 from analyzer.classify import Context, classify
 from analyzer.errors import DamagedCapture, UnreadableCapture, UsageError
@@ -33,6 +34,7 @@ from analyzer.scale.worker import Options, analyze_chunk
 from analyzer.tracker import Tracker
 
 CHUNK_BYTES = 256 << 20  # a chunk's size: seconds of work, few cuts for the merge to mend
+SKIPPED_FRAMES = getattr(errors, "DamagedFrames", ())  # damage that does not stop a reading
 
 
 class Workers:
@@ -91,7 +93,7 @@ class Runner:
         self.progress = progress  # path -> callable(byte offset) or None
         self.chunk_bytes = chunk_bytes
         self.say = say or (lambda line: print(f"rstscope: {line}", file=sys.stderr))
-        self.plans: dict[int, list[chunks.ChunkSpec] | str] = {}
+        self.plans: dict[int, list[chunks.ChunkSpec] | str | None] = {}
         self.queue: deque = deque()  # (spec, future) submitted, in order
         self.todo: deque = deque()  # specs not yet submitted, in order
         self.fallbacks = 0
@@ -100,13 +102,18 @@ class Runner:
             for i, unit in enumerate(units):
                 plan = self._plan(i, unit)
                 self.plans[i] = plan
-                if not isinstance(plan, str):
+                if isinstance(plan, list):
                     self.todo.extend(plan)
 
-    def _plan(self, index: int, unit: Unit) -> list[chunks.ChunkSpec] | str:
-        """The chunks of a unit, or why it is read in this process."""
+    def _plan(self, index: int, unit: Unit) -> list[chunks.ChunkSpec] | str | None:
+        """The chunks of a unit, or why it is read in this process (None: no need to say)."""
         if unit.error is not None or unit.paths == ["-"]:
-            return "standard input is read in this process"
+            return None  # (nothing to read, or standard input: one reader by nature)
+        for path in unit.paths:  # what does not open is for the ordinary reader to report
+            try:
+                open_capture(path).close()
+            except UnreadableCapture:
+                return None
         try:
             lays = unit.layouts or [layout(p, self.chunk_bytes) for p in unit.paths]
         except (OSError, ValueError):
@@ -132,6 +139,8 @@ class Runner:
         reports.append(report)
         plan = self.plans.get(index)
         given = 0
+        if isinstance(plan, str):
+            self.say(f"{unit.name}: read in one process: {plan}")
         if isinstance(plan, list) and plan:
             try:
                 for rec in self._parallel(unit, plan, report):
@@ -181,8 +190,8 @@ class Runner:
             part["stats"].append(res.stats)
             part["problems"].append(res.problems)
             part["notes"].append(res.notes)
-            if any(isinstance(p, DamagedCapture) and not hasattr(p, "count")
-                   for p in res.problems):
+            if any(isinstance(p, DamagedCapture) and not isinstance(p, SKIPPED_FRAMES)
+                   for p in res.problems):  # reading stopped there
                 if not spec.last_in_file:
                     raise Fallback(f"{spec.shown}: damage found inside the file")
                 stopped.add(spec.shown)
