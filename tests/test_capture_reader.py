@@ -450,9 +450,9 @@ def test_truncated_and_malformed_headers(tmp_path):
 @pytest.mark.parametrize("field,value,why", [
     ("ihl", 0x43, "IPv4 header length 12 is less than the minimum 20"),
     ("total", 16, "IPv4 total length 16 is less than its header length 20"),
-    ("total", 30, "TCP header length 20 runs past the end of the IP packet (10 bytes)"),
+    ("total", 30, "TCP header length 20 exceeds the 10 bytes left in the IP packet"),
     ("doff", 0x20, "TCP data offset 2 (8 bytes) is less than the minimum 5"),
-    ("doff6", 0xF0, "TCP header length 60 runs past the end of the IP packet (20 bytes)"),
+    ("doff6", 0xF0, "TCP header length 60 exceeds the 20 bytes left in the IP packet"),
 ])
 def test_damaged_frame_says_what_lies(tmp_path, field, value, why):
     """Each impossible length is named, with the frame and its record's byte offset; the frames
@@ -667,7 +667,9 @@ def test_random_damage_never_raises(tmp_path):
         except UnreadableCapture:
             return
         segs = list(reader)
-        assert len(reader.problems) <= 1
+        # at most: the damaged frames skipped on the way, then where reading stopped
+        assert [type(p).__name__ for p in reader.problems] in (
+            [], ["DamagedCapture"], ["DamagedFrames"], ["DamagedFrames", "DamagedCapture"])
         assert len(segs) <= reader.stats.frames
         assert_stats_add_up(reader)
 

@@ -264,7 +264,7 @@ def _why_malformed(data: bytes, off: int) -> str:
         hlen = (data[t + 12] >> 4) * 4
         if hlen < 20:
             return f"TCP data offset {hlen // 4} ({hlen} bytes) is less than the minimum 5"
-        return f"TCP header length {hlen} runs past the end of the IP packet ({end - t} bytes)"
+        return f"TCP header length {hlen} exceeds the {end - t} bytes left in the IP packet"
     except IndexError:  # (the decoder read these bytes: not expected)
         return "impossible IP/TCP header lengths"
 
