@@ -129,6 +129,7 @@ class SegmentRun:
     last_ts: float
     packets: int
     sides: tuple[RunSide, RunSide]
+    span: int = 0  # packets of the capture (any connection) from its first segment to its last
     accepted: bool = False
 
 

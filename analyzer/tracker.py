@@ -131,9 +131,11 @@ class Tracker:
     # run, which changes nothing the tracker decides: the connection is not ended (so no sweep
     # finishes it, as long as the run is shorter than the idle timeout, which the reader
     # ensures) and sweeps stop at the first connection active too recently, wherever it sits.
-    # Only the LRU eviction order would be wrong: see RunOrderLost.
+    # Only the LRU eviction order would be wrong, so a run is refused when the connections
+    # that may open before it ends (one per packet of its span, at most) could reach max_active:
+    # then no eviction happens while it is pending. RunOrderLost is the safety net.
     def begin_run(self, run: SegmentRun) -> bool:
-        if self.zeek_boundaries:
+        if self.zeek_boundaries or len(self.active) + run.span > self.timeouts.max_active:
             return False
         a, b = run.sides[0].sender, run.sides[1].sender
         conn = self.active.get((a, b) if a <= b else (b, a))

@@ -287,7 +287,8 @@ class FastReader:
             sides.append(side)
         first, last = rr[c.R_FIRST], rr[c.R_LAST]
         return SegmentRun("start", frames + first + 1, float(ts[first]), frames + last + 1,
-                          float(ts[last]), sides[0].packets + sides[1].packets, tuple(sides))
+                          float(ts[last]), sides[0].packets + sides[1].packets, tuple(sides),
+                          last - first + 1)
 
 
 class _Clock:
