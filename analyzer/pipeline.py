@@ -6,6 +6,7 @@ once); ``analyze`` collects them into pandas tables for the Python API.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -141,6 +142,9 @@ class FileReport:
 ENGINES = ("auto", "fast", "python")  # auto: fast for uncompressed pcap files of a few MB up
 
 
+GC_EVERY = 1 << 16  # young-generation collections, in connections handed on
+
+
 def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
                      check_ip_checksums: bool = False, zeek_options: dict | None = None,
                      engine: str = "auto", progress=None
@@ -157,6 +161,26 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     "auto" uses the fast one for uncompressed pcap files it can take. ``progress`` is called
     with the byte offset reached.
     """
+    # Python's cyclic collector would scan every open connection's objects again and again (a
+    # SYN flood keeps 100k open: half the run time); connections die by reference counting, so
+    # automatic collection is off while reading and the young generation is swept now and then
+    # for the few cycles (generator frames) instead.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for n, pair in enumerate(_connections(path, report, timeouts, check_ip_checksums,
+                                              zeek_options, engine, progress)):
+            if n % GC_EVERY == GC_EVERY - 1:
+                gc.collect(0)
+            yield pair
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
+                 check_ip_checksums: bool, zeek_options: dict | None, engine: str, progress
+                 ) -> Iterator[tuple[Connection, Verdict]]:
     from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
 
     timeouts = timeouts or Timeouts()
