@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from analyzer.segment import ACK, FIN, RST, SYN, Segment, SegmentRun
 from analyzer.tcpstate import FIN_RECEIVED, FINISHED, Anomaly, Endpoint, Event, State
@@ -36,6 +37,12 @@ def _keep(obj, name: str, item) -> None:
         setattr(obj, name, [item])
     elif len(lst) < MAX_KEPT:
         lst.append(item)
+
+
+@lru_cache(maxsize=1024)
+def _with_ttl(ttls: frozenset[int], ttl: int) -> frozenset[int]:
+    """ttls | {ttl}, shared: a handful of distinct TTL sets serve every connection."""
+    return ttls | {ttl}
 
 
 @dataclass(slots=True)
@@ -109,6 +116,10 @@ class IcmpFact:
 class Connection:
     """Both endpoints of one connection (one generation of a 4-tuple)."""
 
+    __slots__ = ("conn_id", "client", "server", "ip_version", "first_frame", "last_frame",
+                 "start", "end", "packets", "duplicates", "ep", "sent", "icmp", "anomalies",
+                 "pending_challenge", "zeek")
+
     def __init__(self, conn_id: int, seg: Segment, client: tuple[str, int],
                  server: tuple[str, int]):
         self.conn_id = conn_id
@@ -176,7 +187,7 @@ class Connection:
         flags = seg.flags
         if not flags & RST:
             if seg.ttl not in me.ttls:  # a RST's own TTL is judged against these
-                me.ttls = me.ttls | {seg.ttl}
+                me.ttls = _with_ttl(me.ttls, seg.ttl)
             me.options_seen = me.options_seen or seg.has_options
             if me.rsts and me.sent_after_own_rst is None:
                 me.sent_after_own_rst = seg.frame

@@ -44,9 +44,9 @@ def _key(seg: Segment) -> Key:
     return (a, b) if a <= b else (b, a)
 
 
-def _guess_roles(seg: Segment) -> tuple[tuple[str, int], tuple[str, int]]:
-    """(client, server) for the first segment seen of a connection."""
-    src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+def _guess_roles(seg: Segment, key: Key) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(client, server) for the first segment seen of a connection (the key's own tuples)."""
+    src, dst = key if key[0] == (seg.src, seg.sport) else (key[1], key[0])
     flags = seg.flags
     if flags & SYN and not flags & ACK:
         return src, dst
@@ -95,7 +95,7 @@ class Tracker:
             self._finish(key, conn)
             conn = None
         if conn is None:
-            client, server = _guess_roles(seg)
+            client, server = _guess_roles(seg, key)
             conn = Connection(self.next_id, seg, client, server)
             self.next_id += 1
             conn.zeek = ZeekView(**self.zeek_options)

@@ -180,6 +180,10 @@ class _Reassembler:
 class _Endpoint:
     """One side of the connection, as Zeek's TCP_Endpoint tracks it."""
 
+    __slots__ = ("state", "prev_state", "start", "last", "ackseq", "did_close", "fin_cnt",
+                 "rst_cnt", "fin_seq", "sent_payload", "seen", "last_syn", "last_fin",
+                 "last_rst", "scaled", "reasm")
+
     def __init__(self) -> None:
         self.state = INACTIVE
         self.prev_state = INACTIVE
@@ -191,7 +195,9 @@ class _Endpoint:
         self.rst_cnt = 0
         self.fin_seq = 0  # relative, one past the FIN
         self.sent_payload = False
-        self.seen: set[str] = set()  # history kinds already recorded for this direction
+        # history kinds already recorded for this direction (a tuple: a set costs 216 bytes, and
+        # a SYN flood keeps 100k connections open)
+        self.seen: tuple[str, ...] = ()
         self.last_syn: int | None = None
         self.last_fin: int | None = None
         self.last_rst: int | None = None
@@ -226,6 +232,10 @@ class _Endpoint:
 class ZeekView:
     """Zeek's view of one connection, fed packet by packet."""
 
+    __slots__ = ("server_ports", "ignore_checksums", "_orig_ep", "_resp_ep", "_o", "_r", "_hist",
+                 "_is_partial", "_first_seen", "first_ts", "last_ts", "_last_time",
+                 "_attempt_at", "_delete_at", "_expire_grids", "_timers_cancelled")
+
     def __init__(self, *, bare_mode: bool = False, ignore_checksums: bool = False,
                  server_ports: Iterable[int] | None = None):
         """`bare_mode` is ``zeek -b`` (a much smaller likely-server-port set); `ignore_checksums`
@@ -242,7 +252,7 @@ class ZeekView:
         self._r = _Endpoint()
         self._hist: list[str] = []
         self._is_partial = False
-        self._first_seen: set[bool] = set()  # directions (is_orig) whose first packet was seen
+        self._first_seen: tuple[bool, ...] = ()  # directions (is_orig) whose first packet was seen
         self.first_ts: float | None = None
         self.last_ts: float | None = None  # last packet fed (any)
         self._last_time = 0.0  # Zeek's Conn LastTime (accepted packets, until both closed)
@@ -406,7 +416,7 @@ class ZeekView:
     def _flip(self) -> None:
         self._orig_ep, self._resp_ep = self._resp_ep, self._orig_ep
         self._o, self._r = self._r, self._o
-        self._first_seen = {not d for d in self._first_seen}
+        self._first_seen = tuple(not d for d in self._first_seen)
         self._is_partial = False
 
     def _rewrite_missing_syn(self) -> None:
@@ -418,6 +428,10 @@ class ZeekView:
         if self._r.state == SYN_ACK_SENT:
             self._r.set_state(ESTABLISHED)
 
+    def _saw(self, is_orig: bool) -> None:
+        if is_orig not in self._first_seen:
+            self._first_seen += (is_orig,)
+
     def _add(self, is_orig: bool, letter: str) -> None:
         self._hist.append(letter if is_orig else letter.lower())
 
@@ -425,7 +439,7 @@ class ZeekView:
         """Record `letter` the first time `kind` occurs in this direction; True if seen before."""
         if kind in ep.seen:
             return True
-        ep.seen.add(kind)
+        ep.seen += (kind,)
         self._add(is_orig, letter)
         return False
 
@@ -477,7 +491,7 @@ class ZeekView:
                 self._is_partial = not syn or ack
             elif not self._is_partial:
                 self._is_partial = not syn
-            self._first_seen.add(is_orig)
+            self._saw(is_orig)
 
         seg_len = plen + syn + fin - (plen if rst else 0)
         seq_end = (seg.seq + seg_len) % _MOD
@@ -593,7 +607,7 @@ class ZeekView:
                         self._hist.append("^")
                         self._is_partial = False
                         peer.set_state(ESTABLISHED)
-                        self._first_seen.add(True)
+                        self._saw(True)
                     if peer.state == SYN_SENT:
                         peer.set_state(ESTABLISHED)
                     ep.set_state(ESTABLISHED)
@@ -609,7 +623,7 @@ class ZeekView:
                 elif ack and peer.state == ESTABLISHED:
                     ep.set_state(ESTABLISHED)  # the SYN was missed
                     self._is_partial = False
-                    self._first_seen.add(is_orig)
+                    self._saw(is_orig)
                 else:
                     ep.set_state(PARTIAL)
         elif state in (SYN_SENT, SYN_ACK_SENT):
