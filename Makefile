@@ -33,12 +33,16 @@ captures: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python -m analyzer.fuzz --inputs 100000 --workers 2 --seconds 600 --keep fuzz-failures
 
-# Speed against tshark and tcptrace on deterministic synthetic captures (cached in bench-data/).
+# Speed against tshark and tcptrace on deterministic synthetic captures (cached in bench-data/),
+# then SYN floods, RST storms and sequence-number sweeps at three sizes (linearity, memory,
+# verdicts).
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/adversarial.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run_bench.py --quick
+	$(BIN)/python bench/adversarial.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
