@@ -91,14 +91,23 @@ def test_packet_times_going_backwards_fall_back(workers, synth, tmp_path):
                     "result depends on when the tracker swept"]
 
 
-def test_reaching_max_active_falls_back(workers, synth):
-    timeouts = Timeouts(max_active=40)
-    expected = one_process(synth, timeouts=timeouts)
+@pytest.mark.parametrize("chunk,limit", [(4 << 20, 40), (16 << 10, None)])
+def test_reaching_max_active_falls_back(workers, synth, chunk, limit):
+    """With 40, a 4 MB chunk alone has too many open (its worker stops early); at one below the
+    capture's peak, only the merge's count over the whole capture, in 16 kB chunks, sees it."""
+    peak = one_process(synth)[1][0][4]
+    limit = limit or peak - 1
+    expected = one_process(synth, timeouts=Timeouts(max_active=limit))
     said: list[str] = []
-    lines, reports, runner = scaled([synth], workers, chunk=256 << 10,
-                                    opts=Options(timeouts=timeouts), said=said)
+    lines, reports, runner = scaled([synth], workers, chunk=chunk,
+                                    opts=Options(timeouts=Timeouts(max_active=limit)), said=said)
     assert (lines, reports) == expected
-    assert runner.fallbacks == 1 and "more than 40 connections open at once" in said[0]
+    assert runner.fallbacks == 1
+    assert f"more than {limit} connections open at once" in said[0]
+    # the peak itself is no reason to fall back
+    lines, reports, runner = scaled([synth], workers, chunk=chunk,
+                                    opts=Options(timeouts=Timeouts(max_active=peak)))
+    assert (lines, reports) == one_process(synth) and runner.fallbacks == 0
 
 
 def test_damaged_frames_in_several_chunks_are_one_error(workers, synth, tmp_path):

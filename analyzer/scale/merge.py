@@ -113,6 +113,8 @@ class Merger:
     def add(self, spec: ChunkSpec, res: ChunkResult) -> list[dict]:
         if res.unsafe:
             raise Fallback(res.unsafe)
+        if res.peak > self.t.max_active:  # (no need to count: the chunk alone reaches it)
+            raise Fallback(self._crowded())
         times = res.times
         if not res.monotonic or (times.size and self.last_ts is not None
                                  and times[0] < self.last_ts):
@@ -293,9 +295,12 @@ class Merger:
             self.count += d
             if what == CREATE:
                 if self.count > limit:
-                    raise Fallback(f"more than {limit} connections open at once: the tracker "
-                                   "finishes the least recently active early")
+                    raise Fallback(self._crowded())
                 self.peak = max(self.peak, self.count)
+
+    def _crowded(self) -> str:
+        return (f"more than {self.t.max_active} connections open at once: the tracker "
+                "finishes the least recently active early")
 
     # ------------------------------------------------------------------ records
     def _record(self, p: Pending, until: float) -> dict:

@@ -203,6 +203,9 @@ class Runner:
 
     def _drain(self, index: int) -> None:
         """Forget the chunks of unit ``index`` still queued (a fallback reads it anew)."""
+        for spec, fut in self.queue:
+            if spec.unit == index:
+                fut.cancel()  # (those already running finish unheeded)
         self.queue = deque(x for x in self.queue if x[0].unit != index)
         self.todo = deque(s for s in self.todo if s.unit != index)
 

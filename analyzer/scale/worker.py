@@ -182,6 +182,7 @@ class ChunkResult:
     key_of: np.ndarray | None = None  # index in ``firsts`` of each segment's 4-tuple
     unsafe: str | None = None
     monotonic: bool = True
+    peak: int = 0  # connections open at once in the chunk alone (a floor for the capture's)
     error: object = None  # UnreadableCapture, when the file would not open
 
 
@@ -224,6 +225,7 @@ def analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
     out: list[ConnOut] = []
     tracker = ChunkTracker(opts.timeouts, opts.zeek_options,
                            lambda c: out.append(describe(c, tracker, spec.name, synack, False)))
+    crowd = opts.timeouts.max_active  # the capture's tracker would evict: the merge gives up
     times, frames, key_of = array("d"), array("q"), array("i")
     firsts: dict = {}
     ids: dict = {}
@@ -249,6 +251,11 @@ def analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
             firsts[key] = seg
         key_of.append(kid)
         tracker.feed(seg)
+        if tracker.unsafe is not None or len(tracker.active) > crowd:
+            res.unsafe = tracker.unsafe  # the merge will not use this chunk: stop here
+            res.peak = tracker.peak_active
+            reader.close()
+            return res
     fix_messages(spec, reader, shift)
     for conn in list(tracker.active.values()):
         out.append(describe(conn, tracker, spec.name, synack, True))
@@ -258,5 +265,5 @@ def analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
     res.frame_of = np.frombuffer(frames, dtype=np.int64)
     res.key_of = np.frombuffer(key_of, dtype=np.int32)
     res.synack, res.conns, res.firsts = synack, out, firsts
-    res.unsafe, res.monotonic = tracker.unsafe, monotonic
+    res.unsafe, res.monotonic, res.peak = tracker.unsafe, monotonic, tracker.peak_active
     return res
