@@ -123,7 +123,8 @@ def test_standard_input_with_jobs(capsys):
     assert without_file(proc.stdout) == without_file(expected)
 
 
-def test_bad_jobs_and_unreachable_cluster(capsys):
+def test_bad_jobs_and_unreachable_cluster(capsys, monkeypatch):
+    monkeypatch.setattr("analyzer.scale.run.CONNECT_SECONDS", 1)
     code, out, err = run(["analyze", "--jobs", "0", str(CAPTURES / "refused.pcap")], capsys)
     assert code == 2 and err == "rstscope: --jobs 0: needs at least one process\n"
     code, out, err = run(["analyze", "--chunk-size", "lots", "--jobs", "2",

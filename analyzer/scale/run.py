@@ -34,6 +34,7 @@ from analyzer.scale.worker import Options, analyze_chunk
 from analyzer.tracker import Tracker
 
 CHUNK_BYTES = 256 << 20  # a chunk's size: seconds of work, few cuts for the merge to mend
+CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
 SKIPPED_FRAMES = getattr(errors, "DamagedFrames", ())  # damage that does not stop a reading
 
 
@@ -65,7 +66,7 @@ class Workers:
             self.client = Client(self.cluster)
         else:
             try:
-                self.client = Client(address, timeout=10)
+                self.client = Client(address, timeout=CONNECT_SECONDS)
             except (OSError, TimeoutError, ValueError) as exc:
                 raise UsageError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
