@@ -191,3 +191,24 @@ def test_the_classifier_asks_only_what_the_merge_answers():
     assert asked == {"listener_seen"}
     fields = set(classify_module.Context.__dataclass_fields__)
     assert fields == {"answered_syns"}
+
+
+def test_a_worker_that_fails_leaves_the_capture_to_one_process(synth):
+    from concurrent.futures import Future
+
+    class Dying:  # a cluster whose every worker dies
+        workers = 2
+
+        def submit(self, fn, *args):
+            fut: Future = Future()
+            fut.set_exception(MemoryError("killed"))
+            return fut
+
+        def close(self):
+            pass
+
+    said: list[str] = []
+    lines, reports, runner = scaled([synth], Dying(), chunk=1 << 20, said=said)
+    assert (lines, reports) == one_process(synth)
+    assert said == [f"{synth}: read again in one process: a worker failed (MemoryError: "
+                    "killed)"]

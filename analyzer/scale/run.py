@@ -182,7 +182,10 @@ class Runner:
         for _ in plan:
             self._pump()
             spec, fut = self.queue.popleft()
-            res = fut.result()
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker died, or a host of the cluster went away
+                raise Fallback(f"a worker failed ({type(exc).__name__}: {exc})") from None
             if spec.shown in stopped:
                 continue  # the file's reading stopped on damage in an earlier chunk
             if res.error is not None:
