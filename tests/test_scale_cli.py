@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from analyzer.cli import main
+from analyzer.scale.layout import layout
 from analyzer.scale.split import split
 from analyzer.synth import generate
 
@@ -164,3 +165,18 @@ def test_a_gzip_rotated_set_is_read_in_one_process(capture, tmp_path, capsys):
     assert code3 == 0 and out3 == out2
     assert err3 == (f"rstscope: {tmp_path / names[0]}.gz: read in one process: the "
                     "gzip-compressed files of a rotated set are read in one process\n")
+
+
+def test_editcap_pieces_are_a_rotated_set(capture, tmp_path, capsys):
+    """Ten files cut by Wireshark's editcap -c (names out_00000_<time>.pcap, ...)."""
+    if subprocess.run(["which", "editcap"], capture_output=True).returncode:
+        pytest.skip("editcap not installed")
+    whole, _rotated = capture
+    frames = layout(whole, 1 << 40).frames
+    subprocess.run(["editcap", "-F", "pcap", "-c", str(-(-frames // 10)), whole,
+                    str(tmp_path / "out.pcap")], check=True, capture_output=True)
+    assert len(os.listdir(tmp_path)) == 10
+    _code, out, _err = run(["analyze", "--json", whole], capsys)
+    code, out2, err = run(["analyze", "--json", "--jobs", "2", str(tmp_path)], capsys)
+    assert (code, err) == (0, "")
+    assert without_file(out2) == without_file(out)
