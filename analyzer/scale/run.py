@@ -11,6 +11,7 @@ is read again in this process, the records already given are skipped, and stderr
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import struct
@@ -25,7 +26,7 @@ from analyzer.capture import open_capture, pcap
 from analyzer.capture.reader import CaptureReader
 from analyzer.classify import Context, classify
 from analyzer.errors import DamagedCapture, UnreadableCapture, UsageError
-from analyzer.pipeline import FileReport, iter_connections, make_record
+from analyzer.pipeline import GC_EVERY, FileReport, iter_connections, make_record
 from analyzer.scale import chunk as chunks
 from analyzer.scale.inputs import Unit
 from analyzer.scale.layout import layout, record_offsets
@@ -267,6 +268,19 @@ def _fill(report: FileReport, unit: Unit, parts: dict, peak: int) -> None:
 
 def _set_connections(unit: Unit, report: FileReport, o: Options):
     """The pipeline's loop (``pipeline.iter_connections``) over a rotated set's files."""
+    enabled = gc.isenabled()
+    gc.disable()  # (see pipeline.iter_connections)
+    try:
+        for n, pair in enumerate(_set_loop(unit, report, o)):
+            if n % GC_EVERY == GC_EVERY - 1:
+                gc.collect(0)
+            yield pair
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _set_loop(unit: Unit, report: FileReport, o: Options):
     reader = chunks.SetReader(unit.paths, unit.paths, o.check_ip_checksums)
     report.stats = reader.stats
     ctx = Context()

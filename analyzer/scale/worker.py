@@ -23,6 +23,7 @@ have hit the limit is decided by the merge, which counts the connections open at
 
 from __future__ import annotations
 
+import gc
 import pickle
 import sys
 from array import array
@@ -40,6 +41,7 @@ from analyzer.tracker import Timeouts, Tracker
 
 INF = float("inf")
 PRUNE_EVERY = 4096  # packets between prunings of the finished-connection memory
+GC_EVERY = 1 << 18  # packets between young-generation collections
 
 
 @dataclass
@@ -211,6 +213,18 @@ def describe(conn: Connection, tracker: ChunkTracker, name: str, synack: dict,
 
 def analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
     """Read and track one chunk (runs in a worker process)."""
+    # as in pipeline.iter_connections: no automatic cyclic collection while reading (it would
+    # rescan every open connection again and again); the young generation now and then
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze_chunk(spec, opts)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
     from analyzer.errors import UnreadableCapture
 
     res = ChunkResult(spec.unit, spec.index)
@@ -251,6 +265,8 @@ def analyze_chunk(spec: ChunkSpec, opts: Options) -> ChunkResult:
             firsts[key] = seg
         key_of.append(kid)
         tracker.feed(seg)
+        if not len(key_of) % GC_EVERY:
+            gc.collect(0)
         if tracker.unsafe is not None or len(tracker.active) > crowd:
             res.unsafe = tracker.unsafe  # the merge will not use this chunk: stop here
             res.peak = tracker.peak_active
