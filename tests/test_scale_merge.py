@@ -212,3 +212,24 @@ def test_a_worker_that_fails_leaves_the_capture_to_one_process(synth):
     assert (lines, reports) == one_process(synth)
     assert said == [f"{synth}: read again in one process: a worker failed (MemoryError: "
                     "killed)"]
+
+
+def test_a_file_that_changes_under_the_merge_falls_back(synth, tmp_path):
+    """A replay reads records the worker decoded: if the file was cut meanwhile (being
+    rewritten), that is a fallback, not a crash."""
+    import dataclasses
+
+    from analyzer.scale import chunk as chunks
+    from analyzer.scale.layout import layout
+    from analyzer.scale.merge import Fallback
+    from analyzer.scale.run import _reread
+    from analyzer.scale.worker import analyze_chunk
+
+    spec = chunks.plan(0, synth, [synth], [layout(synth, 1 << 20)])[1]
+    res = analyze_chunk(spec, Options())
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(Path(synth).read_bytes()[:spec.start + 5000])
+    moved = dataclasses.replace(spec, path=str(cut))
+    with pytest.raises(Fallback, match="changed while it was read"):
+        for _seg in _reread(moved, res, set(res.firsts), Options()):
+            pass

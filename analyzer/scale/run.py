@@ -242,11 +242,17 @@ def _reread(spec: chunks.ChunkSpec, res, keys: set, opts: Options) -> Iterator:
     div = 1e9 if hdr.nanoseconds else 1e6
     with open(spec.path, "rb") as f:
         for frame in frames.tolist():
-            at = int(offsets[frame - skip - 1])
-            f.seek(at)
-            sec, frac, caplen, _wire = unpack(f.read(pcap.RECORD_LEN))
-            data = f.read(caplen)
-            seg = decode(data, hdr.linktype, frame - spec.base, sec + frac / div, at)
+            seg = None
+            if frame - skip - 1 < len(offsets):
+                at = int(offsets[frame - skip - 1])
+                f.seek(at)
+                head = f.read(pcap.RECORD_LEN)
+                if len(head) == pcap.RECORD_LEN:
+                    sec, frac, caplen, _wire = unpack(head)
+                    seg = decode(f.read(caplen), hdr.linktype, frame - spec.base,
+                                 sec + frac / div, at)
+            if seg is None:  # what the worker decoded is not there any more
+                raise Fallback(f"{spec.shown} changed while it was read")
             seg.frame = frame
             yield seg
 
