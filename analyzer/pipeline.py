@@ -165,11 +165,16 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     # SYN flood keeps 100k open: half the run time); connections die by reference counting, so
     # automatic collection is off while reading and the young generation is swept now and then
     # for the few cycles (generator frames) instead.
+    yield from without_gc(_connections(path, report, timeouts, check_ip_checksums,
+                                       zeek_options, engine, progress))
+
+
+def without_gc(pairs: Iterator) -> Iterator:
+    """``pairs``, with Python's automatic cyclic collection off meanwhile (see above)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for n, pair in enumerate(_connections(path, report, timeouts, check_ip_checksums,
-                                              zeek_options, engine, progress)):
+        for n, pair in enumerate(pairs):
             if n % GC_EVERY == GC_EVERY - 1:
                 gc.collect(0)
             yield pair
@@ -202,6 +207,19 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
             report.engine = "fast, replayed"
             report.run_segments = 0
     reader = open_capture(path, check_ip_checksums=check_ip_checksums)
+    for pair in reader_connections(reader, report, timeouts, zeek_options=zeek_options,
+                                   progress=progress):
+        if skip:
+            skip -= 1
+        else:
+            yield pair
+
+
+def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = None, *,
+                       zeek_options: dict | None = None, progress=None
+                       ) -> Iterator[tuple[Connection, Verdict]]:
+    """The segment-by-segment loop over any Segment source with ``stats``, ``problems`` and
+    ``notes`` (a CaptureReader, or a rotated set's reader)."""
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
@@ -212,19 +230,13 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
         tracker.feed(seg)
         if done:
             for conn in done:
-                if skip:
-                    skip -= 1
-                else:
-                    yield conn, classify(conn, ctx)
+                yield conn, classify(conn, ctx)
             done.clear()
         if progress is not None and not n % every:
             progress(reader.stats.bytes_read)
     tracker.close()
     for conn in done:
-        if skip:
-            skip -= 1
-        else:
-            yield conn, classify(conn, ctx)
+        yield conn, classify(conn, ctx)
     report.problems.extend(reader.problems)
     report.notes.extend(getattr(reader, "notes", []))
     report.peak_connections = tracker.peak_active

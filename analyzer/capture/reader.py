@@ -51,7 +51,7 @@ class ReadStats:
     bytes_read: int = 0  # bytes of (decompressed) capture consumed up to the last good record
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(io.RawIOBase):
     """A raw stream that first returns ``prefix`` and then reads from ``stream``."""
 
     def __init__(self, prefix: bytes, stream):
@@ -311,7 +311,7 @@ def _open_stream(shown: str, raw, close, check_ip: bool) -> CaptureReader:
     compressed = head[:2] == GZIP_MAGIC
     stream = raw
     if compressed:
-        stream = gzip.GzipFile(fileobj=io.BufferedReader(_Prefixed(head, raw), BUFFER_SIZE),
+        stream = gzip.GzipFile(fileobj=io.BufferedReader(Prefixed(head, raw), BUFFER_SIZE),
                                mode="rb")
         try:
             head = _read_exact(stream, 4)

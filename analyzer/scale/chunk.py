@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from analyzer import errors
 from analyzer.capture import open_capture, pcap, pcapng
-from analyzer.capture.reader import BUFFER_SIZE, CaptureReader, ReadStats
+from analyzer.capture.reader import BUFFER_SIZE, CaptureReader, Prefixed, ReadStats
 from analyzer.errors import CaptureError, UnreadableCapture
 
 
@@ -122,25 +122,6 @@ class _Window(io.RawIOBase):
         return self._raw.readinto(view) or 0
 
 
-class _Chained(io.RawIOBase):
-    """``prefix`` bytes, then a window of a file (pcapng: the interface blocks, then the chunk)."""
-
-    def __init__(self, prefix: bytes, window: _Window):
-        self._prefix = prefix
-        self._window = window
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        return self._window.readinto(b)
-
-
 def open_chunk(spec: ChunkSpec, check_ip_checksums: bool
                ) -> tuple[CaptureReader, Iterator, int]:
     """(reader, segments with file frame numbers, frame shift still to apply to the reader's
@@ -160,7 +141,8 @@ def open_chunk(spec: ChunkSpec, check_ip_checksums: bool
                                check_ip_checksums)
         return reader, reader.segments_from(spec.start, spec.frames_before), 0
     raw.seek(spec.start)
-    stream = io.BufferedReader(_Chained(spec.prefix, window), BUFFER_SIZE)
+    # pcapng: the interface blocks, then the chunk
+    stream = io.BufferedReader(Prefixed(spec.prefix, window), BUFFER_SIZE)
     reader = CaptureReader(spec.shown, stream, raw.close, "pcapng", spec.head, None, False,
                            check_ip_checksums)
     return reader, _shifted(iter(reader), spec.frames_before), spec.frames_before

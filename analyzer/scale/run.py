@@ -11,7 +11,6 @@ is read again in this process, the records already given are skipped, and stderr
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import struct
@@ -24,15 +23,19 @@ import numpy as np
 from analyzer import errors
 from analyzer.capture import open_capture, pcap
 from analyzer.capture.reader import CaptureReader
-from analyzer.classify import Context, classify
 from analyzer.errors import DamagedCapture, UnreadableCapture, UsageError
-from analyzer.pipeline import GC_EVERY, FileReport, iter_connections, make_record
+from analyzer.pipeline import (
+    FileReport,
+    iter_connections,
+    make_record,
+    reader_connections,
+    without_gc,
+)
 from analyzer.scale import chunk as chunks
 from analyzer.scale.inputs import Unit
 from analyzer.scale.layout import layout, record_offsets
 from analyzer.scale.merge import Fallback, Merger
 from analyzer.scale.worker import Options, analyze_chunk
-from analyzer.tracker import Tracker
 
 CHUNK_BYTES = 256 << 20  # a chunk's size: seconds of work, few cuts for the merge to mend
 CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
@@ -273,38 +276,10 @@ def _fill(report: FileReport, unit: Unit, parts: dict, peak: int) -> None:
 
 
 def _set_connections(unit: Unit, report: FileReport, o: Options):
-    """The pipeline's loop (``pipeline.iter_connections``) over a rotated set's files."""
-    enabled = gc.isenabled()
-    gc.disable()  # (see pipeline.iter_connections)
-    try:
-        for n, pair in enumerate(_set_loop(unit, report, o)):
-            if n % GC_EVERY == GC_EVERY - 1:
-                gc.collect(0)
-            yield pair
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _set_loop(unit: Unit, report: FileReport, o: Options):
+    """The pipeline's segment-by-segment loop over a rotated set's files."""
     reader = chunks.SetReader(unit.paths, unit.paths, o.check_ip_checksums)
-    report.stats = reader.stats
-    ctx = Context()
-    done: list = []
-    tracker = Tracker(done.append, o.timeouts, zeek_options=o.zeek_options)
-    for seg in reader:
-        ctx.note(seg)
-        tracker.feed(seg)
-        if done:
-            for conn in done:
-                yield conn, classify(conn, ctx)
-            done.clear()
-    tracker.close()
-    for conn in done:
-        yield conn, classify(conn, ctx)
-    report.problems.extend(reader.problems)
-    report.notes.extend(reader.notes)
-    report.peak_connections = tracker.peak_active
+    return without_gc(reader_connections(reader, report, o.timeouts,
+                                         zeek_options=o.zeek_options))
 
 
 __all__ = ["CHUNK_BYTES", "Runner", "UnreadableCapture", "Workers"]
