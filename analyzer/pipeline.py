@@ -218,16 +218,28 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
 def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = None, *,
                        zeek_options: dict | None = None, progress=None
                        ) -> Iterator[tuple[Connection, Verdict]]:
-    """The segment-by-segment loop over any Segment source with ``stats``, ``problems`` and
-    ``notes`` (a CaptureReader, or a rotated set's reader)."""
+    """The loop over any source of Segments (a CaptureReader, a rotated set's reader) or of
+    Segments, SegmentRuns and Ticks (the fast reader), with ``stats``, ``problems`` and
+    ``notes``. ``progress`` (if given) is fed the byte offset every 4096 items."""
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
     tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
     every = 4096
-    for n, seg in enumerate(reader):
-        ctx.note(seg)
-        tracker.feed(seg)
+    for n, item in enumerate(reader):
+        kind = type(item)
+        if kind is Segment:
+            ctx.note(item)
+            tracker.feed(item)
+        elif kind is SegmentRun:
+            if item.phase == "start":
+                item.accepted = tracker.begin_run(item)
+            else:
+                tracker.end_run(item)
+                report.run_segments += item.packets
+            continue
+        else:  # Ticks
+            tracker.ticks(item)
         if done:
             for conn in done:
                 yield conn, classify(conn, ctx)
@@ -247,37 +259,11 @@ def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
                       ) -> Iterator[tuple[Connection, Verdict]]:
     from analyzer.capture.fastreader import FastReader
 
+    # the fast reader reports progress itself, once per block
     reader = FastReader(path, check_ip_checksums=check_ip_checksums,
                         idle_limit=timeouts.idle / 2, progress=progress)
-    report.stats = reader.stats
     report.engine = "fast"
-    ctx = Context()
-    done: list[Connection] = []
-    tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
-    for item in reader:
-        kind = type(item)
-        if kind is Segment:
-            ctx.note(item)
-            tracker.feed(item)
-        elif kind is SegmentRun:
-            if item.phase == "start":
-                item.accepted = tracker.begin_run(item)
-            else:
-                tracker.end_run(item)
-                report.run_segments += item.packets
-            continue
-        else:  # Ticks
-            tracker.ticks(item)
-        if done:
-            for conn in done:
-                yield conn, classify(conn, ctx)
-            done.clear()
-    tracker.close()
-    for conn in done:
-        yield conn, classify(conn, ctx)
-    report.problems.extend(reader.problems)
-    report.notes.extend(reader.notes)
-    report.peak_connections = tracker.peak_active
+    yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options)
 
 
 def iter_records(paths: Iterable[str], reports: list[FileReport],

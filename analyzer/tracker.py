@@ -40,7 +40,10 @@ class RunOrderLost(Exception):
 
 
 def _key(seg: Segment) -> Key:
-    a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+    return _pair_key((seg.src, seg.sport), (seg.dst, seg.dport))
+
+
+def _pair_key(a: tuple[str, int], b: tuple[str, int]) -> Key:
     return (a, b) if a <= b else (b, a)
 
 
@@ -86,7 +89,8 @@ class Tracker:
         self.last_sweep = None
         self.peak_active = 0
         self.evicted_early = 0  # connections finished early because max_active was reached
-        self.pending_runs: dict[int, Connection] = {}  # accepted runs not yet ended, by conn id
+        # accepted runs not yet ended: id(run) -> (key, connection)
+        self.pending_runs: dict[int, tuple[Key, Connection]] = {}
 
     def feed(self, seg: Segment) -> None:
         key = _key(seg)
@@ -137,20 +141,19 @@ class Tracker:
     def begin_run(self, run: SegmentRun) -> bool:
         if self.zeek_boundaries or len(self.active) + run.span > self.timeouts.max_active:
             return False
-        a, b = run.sides[0].sender, run.sides[1].sender
-        conn = self.active.get((a, b) if a <= b else (b, a))
+        key = _pair_key(run.sides[0].sender, run.sides[1].sender)
+        conn = self.active.get(key)
         if conn is None or run.first_ts - conn.end > self.timeouts.idle \
                 or not conn.accepts_run(run) or not conn.zeek.accepts_run(run):
             return False
-        self.pending_runs[id(run)] = conn
+        self.pending_runs[id(run)] = (key, conn)
         return True
 
     def end_run(self, run: SegmentRun) -> None:
-        conn = self.pending_runs.pop(id(run))
+        key, conn = self.pending_runs.pop(id(run))
         conn.observe_run(run)
         conn.zeek.observe_run(run)
-        a, b = run.sides[0].sender, run.sides[1].sender
-        self.active.move_to_end((a, b) if a <= b else (b, a))
+        self.active.move_to_end(key)
 
     def ticks(self, ticks: Ticks) -> None:
         if self.last_sweep is not None \

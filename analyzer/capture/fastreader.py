@@ -68,7 +68,7 @@ class FastReader:
         self.progress = progress  # called with the file offset reached, now and then
         hdr = self.reader._pcap_header
         self._hdr = hdr
-        self._limit = max(pcap.MAX_CAPLEN, min(hdr.snaplen, 16 * pcap.MAX_CAPLEN))
+        self._limit = pcap.record_limit(hdr)
 
     def __iter__(self) -> Iterator[object]:
         from analyzer.capture import columns

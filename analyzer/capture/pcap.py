@@ -44,6 +44,11 @@ def parse_header(raw: bytes) -> PcapHeader | None:
                       linkfield & LINKTYPE_MASK, linkfield >> 16)
 
 
+def record_limit(hdr: PcapHeader) -> int:
+    """Record lengths above this are taken as damage (the fast reader's kernel uses it too)."""
+    return max(MAX_CAPLEN, min(hdr.snaplen, 16 * MAX_CAPLEN))
+
+
 def records(f, hdr: PcapHeader, ctx,
             pos: int = HEADER_LEN) -> Iterator[tuple[float, int, bytes]]:
     """Yield (ts, linktype, frame bytes) per record; damage goes to ``ctx.problems``.
@@ -53,7 +58,7 @@ def records(f, hdr: PcapHeader, ctx,
     """
     unpack = struct.Struct("<IIII" if hdr.little_endian else ">IIII").unpack
     div = 1e9 if hdr.nanoseconds else 1e6
-    limit = max(MAX_CAPLEN, min(hdr.snaplen, 16 * MAX_CAPLEN))
+    limit = record_limit(hdr)
     linktype = hdr.linktype
     read = f.read
     stats = ctx.stats

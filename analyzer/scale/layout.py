@@ -229,7 +229,7 @@ def _pcap_layout(path: str, size: int, target: int) -> Layout:
     with open(path, "rb") as f:
         head = f.read(pcap.HEADER_LEN)
         hdr = pcap.parse_header(head)
-        limit = max(pcap.MAX_CAPLEN, min(hdr.snaplen, 16 * pcap.MAX_CAPLEN))
+        limit = pcap.record_limit(hdr)
         state = np.zeros(4, np.int64)
         cuts = np.empty((size // target + 2, 2), np.int64)
         stamps = np.full((2, 2), -1, np.int64)
