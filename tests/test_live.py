@@ -185,7 +185,10 @@ def _bpf(base: int, n: int = 10) -> str:
 def test_live_verdicts_match_analyze_of_tcpdump(tmp_path):
     base = 62110
     pcap = tmp_path / "td.pcap"
-    td = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(pcap), _bpf(base)],
+    # --immediate-mode, as the lab's captures use: without it packets wait in the kernel's
+    # ring block and the last ones are lost when tcpdump is stopped (a flaky missing connection)
+    td = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-w", str(pcap),
+                           _bpf(base)],
                           stderr=subprocess.PIPE, text=True)
     live = Live("--json", "--duration", "6", "--bpf", _bpf(base))
     try:
