@@ -30,13 +30,21 @@ def check_distinct(*paths: str | None) -> None:
         raise UsageError(f"two outputs would go to the same file: {', '.join(given)}")
 
 
-def json_line(rec: dict) -> str:
-    def clean(v):
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        return v
+# json.dumps with options builds a new encoder per call: one line per connection reuses these.
+# The strict one refuses NaN and infinities, so a record without any (nearly all) is encoded
+# as it is, with no cleaned copy made first.
+_encode_strict = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 
-    return json.dumps({k: clean(v) for k, v in rec.items()}, ensure_ascii=False)
+
+def json_line(rec: dict) -> str:
+    try:
+        return _encode_strict(rec)
+    except ValueError:
+        pass
+    # NaN (pandas' missing value) is no JSON: null instead
+    return _encode({k: None if isinstance(v, float) and math.isnan(v) else v
+                    for k, v in rec.items()})
 
 
 def _flat(df):
