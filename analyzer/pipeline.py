@@ -15,7 +15,7 @@ from analyzer.capture import open_capture
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.errors import CaptureError
-from analyzer.segment import Segment, SegmentRun
+from analyzer.segment import Foreign, Segment, SegmentRun
 from analyzer.tracker import RunOrderLost, Timeouts, Tracker
 
 
@@ -216,15 +216,20 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
 
 
 def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = None, *,
-                       zeek_options: dict | None = None, progress=None
+                       zeek_options: dict | None = None, progress=None,
+                       tracker: Tracker | None = None
                        ) -> Iterator[tuple[Connection, Verdict]]:
     """The loop over any source of Segments (a CaptureReader, a rotated set's reader) or of
-    Segments, SegmentRuns and Ticks (the fast reader), with ``stats``, ``problems`` and
-    ``notes``. ``progress`` (if given) is fed the byte offset every 4096 items."""
+    Segments, SegmentRuns, Ticks and Foreigns (the fast reader), with ``stats``, ``problems`` and
+    ``notes``. ``progress`` (if given) is fed the byte offset every 4096 items. ``tracker``:
+    one to use instead of a new Tracker (its ``on_finish`` is set here)."""
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
-    tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
+    if tracker is None:
+        tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
+    else:
+        tracker.on_finish = done.append
     every = 4096
     for n, item in enumerate(reader):
         kind = type(item)
@@ -238,6 +243,10 @@ def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = N
                 tracker.end_run(item)
                 report.run_segments += item.packets
             continue
+        elif kind is Foreign:  # another process's connection: the clock and the context only
+            if item.seg is not None:
+                ctx.note(item.seg)
+            tracker.tick(item.ts)
         else:  # Ticks
             tracker.ticks(item)
         if done:

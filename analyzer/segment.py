@@ -143,3 +143,15 @@ class Ticks:
     def __init__(self, latest: float, times=()):
         self.latest = latest
         self.times = times
+
+
+class Foreign:
+    """A packet of another process's share (``analyzer.scale.share``): it only advances the
+    clock, and ``seg`` (when not None: a SYN/ACK, or a packet that had to be decoded to learn its
+    share) tells the classifier's context which servers answer."""
+
+    __slots__ = ("ts", "seg")
+
+    def __init__(self, ts: float, seg: Segment | None = None):
+        self.ts = ts
+        self.seg = seg

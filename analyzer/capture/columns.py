@@ -13,7 +13,9 @@ little state per 4-tuple, and marks each packet:
 - ``OPAQUE``: something it cannot decode (ICMP, IPv6 extension headers, MPLS, fragments, bad
   checksums, truncation): Python decodes it; since it may concern any connection, every open run
   is closed before it;
-- ``UNRELATED``: certainly not TCP nor ICMP (ARP, UDP, ...): Python only counts it.
+- ``UNRELATED``: certainly not TCP nor ICMP (ARP, UDP, ...): Python only counts it;
+- ``FOREIGN``: when the file is read in shares (``analyzer.scale.share``), a TCP segment of a
+  connection outside this process's share: it never enters the flow table.
 
 Plainness is judged conservatively from the packets alone; the Python side re-checks each run
 against the connection's real state when the run starts (``Connection.accepts_run``), so a wrong
@@ -30,6 +32,7 @@ PLAIN = 0  # in a run of plain segments
 KEYED = 1  # a decoded TCP segment, not plain: Python decodes and feeds it
 OPAQUE = 2  # not decoded here and possibly TCP/ICMP: Python decodes it; all runs close before it
 UNRELATED = 3  # certainly not TCP or ICMP: Python only counts it
+FOREIGN = 4  # a TCP segment of another share's connection (see walk_block): only its time counts
 
 # walk() stop reasons
 STOP_END = 0  # consumed every complete record in the block
@@ -107,7 +110,8 @@ NRD = 13
 NR = R_DIR + 2 * NRD
 
 # Block.counts
-C_PACKETS, C_RUNS, C_STOP, C_END, C_PLAIN, C_OFFLOAD = range(6)
+C_PACKETS, C_RUNS, C_STOP, C_END, C_PLAIN, C_OFFLOAD, C_FOREIGN = range(7)
+SHARE_PRIME = 1_000_003  # share = (symmetric mix of the 4-tuple) % SHARE_PRIME % shares
 
 
 class FlowTable:
@@ -137,11 +141,21 @@ class Block:
 
 
 def walk_block(buf, pos: int, nvalid: int, little: bool, div: float, limit: int, linktype: int,
-               idle_limit: float, table: FlowTable, blk: Block) -> int:
-    """Walk the records of buf[pos:nvalid] into ``blk``; returns the packets walked."""
+               idle_limit: float, table: FlowTable, blk: Block,
+               share: tuple[int, int] = (0, 1)) -> int:
+    """Walk the records of buf[pos:nvalid] into ``blk``; returns the packets walked. With
+    ``share=(i, n)``, TCP segments of connections outside share i of n are FOREIGN."""
     return _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, table.keys,
                  table.state, table.times, table.count, blk.pk, blk.ts, blk.runs, blk.counts,
-                 blk.open_slots)
+                 blk.open_slots, share[0], share[1])
+
+
+@njit(cache=True, inline="always")
+def _share(a_hi, a_lo, b_hi, b_lo, sport, dport, n):
+    """The share of a 4-tuple, the same in either direction (``fastreader.share_of`` computes
+    it from a Segment's addresses: keep the two in step; tests/test_share.py checks)."""
+    h = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((sport + dport) << 20)) & 0x7FFFFFFFFFFFFFFF
+    return (h % SHARE_PRIME) % n
 
 
 @njit(cache=True, inline="always")
@@ -276,11 +290,12 @@ def _timestamps(b, lo, hi):
 
 @njit(cache=True)
 def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, state, times, count,
-          pk, pts, runs, counts, open_slots):
+          pk, pts, runs, counts, open_slots, share_i, share_n):
     cap = pk.shape[0]
     npk = 0
     nrun = 0
     nplain = 0
+    nforeign = 0
     noffload = 0
     nopen = 0
     stop = STOP_END
@@ -376,8 +391,12 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
                         pk[i, P_OFFLOAD] = 1 if offloaded else 0
                         kind = _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi,
                                         b_lo, version, i, idle_limit, keys, state, times, count,
-                                        pk, runs, nrun)
-                        if kind == PLAIN:
+                                        pk, runs, nrun, share_i, share_n)
+                        if kind == FOREIGN:  # counted here, like PLAIN
+                            nforeign += 1
+                            if offloaded:
+                                noffload += 1
+                        elif kind == PLAIN:
                             nplain += 1
                             if pk[i, P_RUN] == nrun:  # it opened a run
                                 nrun += 1
@@ -393,16 +412,21 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
     for k in range(nopen):
         state[open_slots[k], F_RUN] = -1
     counts[C_PACKETS], counts[C_RUNS], counts[C_STOP], counts[C_END] = npk, nrun, stop, pos
-    counts[C_PLAIN], counts[C_OFFLOAD] = nplain, noffload
+    counts[C_PLAIN], counts[C_OFFLOAD], counts[C_FOREIGN] = nplain, noffload, nforeign
     return npk
 
 
 @njit(cache=True)
 def _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi, b_lo, version, i,
-             idle_limit, keys, state, times, count, pk, runs, nrun):
-    """Judge one decoded TCP segment (packet i): KEYED or PLAIN (then extend or open a run)."""
+             idle_limit, keys, state, times, count, pk, runs, nrun, share_i, share_n):
+    """Judge one decoded TCP segment (packet i): KEYED or PLAIN (then extend or open a run), or
+    FOREIGN."""
     sport = _u16(buf, t)
     dport = _u16(buf, t + 2)
+    if share_n > 1 and _share(a_hi, a_lo, b_hi, b_lo, sport, dport, share_n) != share_i:
+        pk[i, P_FLAGS] = np.int64(buf[t + 13])  # a SYN/ACK still tells who answers
+        pk[i, P_SLOT] = -1
+        return FOREIGN
     seq = _u32(buf, t + 4)
     ack = _u32(buf, t + 8)
     flags = np.int64(buf[t + 13])

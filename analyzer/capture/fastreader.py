@@ -8,7 +8,10 @@ It yields, in capture order:
   ``accepted``) and, if accepted, at its last (``phase == "end"``). A refused run's segments
   are decoded and yielded one by one, in their places;
 - ``Ticks``: the times of accepted plain segments since the previous item, for the consumer's
-  timeouts.
+  timeouts;
+- with ``share=(i, n)``, only connections whose 4-tuple falls in share ``i`` of ``n``
+  (``share_of``) come as above; every other packet is a ``Foreign`` in its place (see
+  ``analyzer.scale.share``).
 
 Only plain, uncompressed pcap files on disk qualify (``fast_eligible``); anything irregular (a
 truncated or absurd record) ends the fast part, and the ordinary reader continues from that
@@ -20,17 +23,39 @@ from __future__ import annotations
 
 import heapq
 import os
+import socket
 from collections.abc import Iterator
 
 import numpy as np
 
 from analyzer.capture import pcap
 from analyzer.capture.reader import CaptureReader, open_capture
-from analyzer.segment import RunSide, Segment, SegmentRun, Ticks
+from analyzer.segment import ACK, SYN, Foreign, RunSide, Segment, SegmentRun, Ticks
 
 BLOCK_BYTES = 32 << 20  # file bytes read per block
 BLOCK_PACKETS = 1 << 16  # packets per kernel call
 MIN_FAST_BYTES = 4 << 20  # smaller files: the kernel's start-up is not worth it
+
+
+SHARE_PRIME = 1_000_003  # as columns.SHARE_PRIME (not imported: that would load numba)
+
+
+def _addr_words(addr: str) -> tuple[int, int]:
+    """An address as the kernel holds it: (high, low) signed 64-bit words; IPv4 in the low."""
+    if ":" in addr:
+        raw = socket.inet_pton(socket.AF_INET6, addr)
+        return int.from_bytes(raw[:8], "big", signed=True), int.from_bytes(raw[8:], "big",
+                                                                            signed=True)
+    return 0, int.from_bytes(socket.inet_aton(addr), "big")
+
+
+def share_of(seg: Segment, n: int) -> int:
+    """Which of ``n`` shares ``seg``'s connection belongs to: the kernel's ``columns._share``,
+    for the segments it leaves to the Python decoder (ICMP errors, IPv6 extension headers)."""
+    a_hi, a_lo = _addr_words(seg.src)
+    b_hi, b_lo = _addr_words(seg.dst)
+    h = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((seg.sport + seg.dport) << 20)) & 0x7FFFFFFFFFFFFFFF
+    return h % SHARE_PRIME % n
 
 
 def fast_eligible(path: str, *, min_bytes: int = 0) -> bool:
@@ -57,7 +82,7 @@ class FastReader:
     ``notes`` are those of the ordinary reader, filled the same way."""
 
     def __init__(self, path: str, *, name: str | None = None, check_ip_checksums: bool = True,
-                 idle_limit: float = 150.0, progress=None):
+                 idle_limit: float = 150.0, progress=None, share: tuple[int, int] | None = None):
         self.reader: CaptureReader = open_capture(path, name=name,
                                                   check_ip_checksums=check_ip_checksums)
         self.path = path
@@ -66,6 +91,7 @@ class FastReader:
         self.notes = self.reader.notes
         self.idle_limit = idle_limit  # runs never span this long (the tracker's idle timeout)
         self.progress = progress  # called with the file offset reached, now and then
+        self.share = share  # (i, n): only share i of n is tracked; the rest is Foreign
         hdr = self.reader._pcap_header
         self._hdr = hdr
         self._limit = pcap.record_limit(hdr)
@@ -89,6 +115,7 @@ class FastReader:
         pos = 0  # next record in buf
         eof = False
         irregular = False
+        share = self.share or (0, 1)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(base)
             while True:
@@ -106,14 +133,14 @@ class FastReader:
                     table.clear()
                     senders.clear()
                 npk = columns.walk_block(buf, pos, have, hdr.little_endian, div, self._limit,
-                                         hdr.linktype, self.idle_limit, table, blk)
+                                         hdr.linktype, self.idle_limit, table, blk, share)
                 counts = blk.counts
                 segments, offloaded = yield from self._block(
                     blk, npk, int(counts[columns.C_RUNS]), buf, base, frames, decode, senders)
                 frames += npk
                 # segments decoded here (in runs, or built from the kernel's columns); the
                 # ones handed to the Python decoder were counted by it
-                plain = int(counts[columns.C_PLAIN]) + segments
+                plain = int(counts[columns.C_PLAIN]) + int(counts[columns.C_FOREIGN]) + segments
                 stats.tcp_segments += plain
                 stats.offloaded_checksums += int(counts[columns.C_OFFLOAD]) + offloaded
                 if plain:
@@ -133,9 +160,15 @@ class FastReader:
                     break
         if irregular:
             # the ordinary reader judges the rest: it reports the damage the same way
-            yield from self.reader.segments_from(base + pos, frames)
+            rest = self.reader.segments_from(base + pos, frames)
+            yield from rest if self.share is None else map(self._sorted, rest)
         else:
             self.reader.finish()
+
+    def _sorted(self, seg: Segment) -> Segment | Foreign:
+        """``seg`` if its connection is in our share, else a Foreign carrying it."""
+        i, n = self.share
+        return seg if share_of(seg, n) == i else Foreign(seg.ts, seg)
 
     def _block(self, blk, npk: int, nrun: int, buf, base: int, frames: int, decode,
                senders: dict):
@@ -148,12 +181,20 @@ class FastReader:
         kind = pk[:, cols.P_KIND]
         ts = blk.ts[:npk]
         run_of = pk[:, cols.P_RUN]
-        nonplain = np.flatnonzero(kind != cols.PLAIN)
+        share = self.share
+        plain = kind == cols.PLAIN
+        if share is None:
+            clocked = plain
+        else:  # in shares, other shares' segments only tick; their SYN/ACKs are items too
+            foreign = kind == cols.FOREIGN
+            noted = foreign & ((pk[:, cols.P_FLAGS] & (SYN | ACK)) == (SYN | ACK))
+            clocked = plain | (foreign & ~noted)
+        nonplain = np.flatnonzero(~clocked)
         runs = blk.runs
         keys = np.concatenate((nonplain * 4, runs[:nrun, cols.R_FIRST] * 4 + 1,
                                runs[:nrun, cols.R_LAST] * 4 + 2))
         keys.sort()
-        plain_pos = np.flatnonzero(kind == cols.PLAIN)
+        plain_pos = np.flatnonzero(clocked)  # plain (and FOREIGN) segments: the clock's
         plain_ts = ts[plain_pos]
         clock = _Clock(plain_ts, run_of[plain_pos], nrun)
         # how many plain segments precede each item: the clock advances up to there
@@ -201,6 +242,17 @@ class FastReader:
                 senders[row[cols.P_SLOT]] = (a, b) if row[cols.P_DIR] == 0 else (b, a)
             return seg
 
+        def item(i: int, count_plain: bool):
+            """Packet i for the consumer: a Segment, or (in shares) a Foreign: the kernel's
+            FOREIGN SYN/ACKs, and what the decoder finds to be another share's."""
+            if share is None:
+                return segment(i, count_plain)
+            kind_i = rows[i][cols.P_KIND] if i in rows else int(kind[i])
+            if kind_i == cols.KEYED or kind_i == cols.PLAIN:
+                return segment(i, count_plain)  # the kernel kept only our share's
+            seg = segment(i, True if kind_i == cols.FOREIGN else count_plain)
+            return seg if seg is None else self._sorted(seg)
+
         ei = 0
         nev = len(order)
         while ei < nev or refused:
@@ -209,7 +261,7 @@ class FastReader:
                 t = clock.advance(int(np.searchsorted(plain_pos, p)))
                 if t is not None:
                     yield t
-                seg = segment(p, True)
+                seg = item(p, True)
                 if seg is not None:
                     yield seg
                 continue
@@ -220,7 +272,7 @@ class FastReader:
                 yield t
             p, what = key >> 2, key & 3
             if what == 0:
-                seg = segment(p, False)
+                seg = item(p, False)
                 if seg is not None:
                     yield seg
             elif what == 1:
@@ -234,7 +286,7 @@ class FastReader:
                     pending[r] = run
                 else:
                     if members is None:
-                        members = _members(plain_pos, run_of[plain_pos])
+                        members = _members(plain_pos, run_of[plain_pos])  # (FOREIGN: run -1)
                     for q in members(r):
                         heapq.heappush(refused, q)
             else:
@@ -298,7 +350,8 @@ class _Clock:
     def __init__(self, plain_ts, plain_run, nrun: int):
         self.ts = plain_ts
         self.run = plain_run
-        self.accepted = np.zeros(max(nrun, 1), np.bool_)
+        self.accepted = np.zeros(nrun + 1, np.bool_)
+        self.accepted[nrun] = True  # run -1: FOREIGN segments, always counted
         self.cursor = 0
         # within a block capture time rarely goes back: then the last time is the latest
         self.monotonic = bool(len(plain_ts) < 2 or (np.diff(plain_ts) >= 0).all())

@@ -31,6 +31,7 @@ def prepare(args, progress=None):
     callable fed the byte offset reached. The caller closes the runner."""
     from analyzer.scale.inputs import expand
     from analyzer.scale.run import CHUNK_BYTES, Runner, Workers
+    from analyzer.scale.share import auto_shares
     from analyzer.scale.worker import Options
 
     jobs = getattr(args, "jobs", None)
@@ -45,4 +46,8 @@ def prepare(args, progress=None):
                    engine=getattr(args, "engine", "auto"))
     parallel = bool(dask) or (jobs or 1) > 1
     workers = Workers(jobs, dask) if parallel and any(u.error is None for u in units) else None
-    return units, Runner(units, opts, workers, chunk_bytes=chunk, progress=progress)
+    # large pcap files: read in shares by local processes (not on a cluster: each process
+    # walks the whole file)
+    shares = 1 if dask else jobs or auto_shares()
+    return units, Runner(units, opts, workers, chunk_bytes=chunk, progress=progress,
+                         shares=shares, shares_auto=jobs is None)

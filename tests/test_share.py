@@ -1,0 +1,188 @@
+"""A file read in shares by several processes (analyzer.scale.share) gives exactly the answer of
+one process: the same records in the same order, statistics, damage, notes, peak."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from analyzer import synth
+from analyzer.capture.fastreader import fast_eligible, share_of
+from analyzer.cli import main
+from analyzer.errors import UnreadableCapture
+from analyzer.pipeline import FileReport, iter_connections, make_record, without_gc
+from analyzer.scale import share as share_mod
+from analyzer.scale.merge import Fallback
+from analyzer.scale.share import share_records
+from analyzer.scale.worker import Options
+from analyzer.segment import Segment
+from analyzer.tracker import Timeouts
+
+ROOT = Path(__file__).resolve().parent.parent
+ORACLE = Path("/work/shared/zeek-oracle/traces")
+
+
+def _one(path, timeouts=None):
+    rep = FileReport(str(path))
+    recs = [make_record(c, v, str(path))
+            for c, v in iter_connections(str(path), rep, timeouts, engine="fast")]
+    return recs, rep
+
+
+def _shared(path, n, timeouts=None):
+    rep = FileReport(str(path))
+    opts = Options(timeouts=timeouts or Timeouts())
+    return list(without_gc(share_records(str(path), str(path), rep, opts, n))), rep
+
+
+def _same(path, n=2, timeouts=None):
+    one, orep = _one(path, timeouts)
+    many, mrep = _shared(path, n, timeouts)
+    assert len(many) == len(one), path
+    for a, b in zip(many, one, strict=True):
+        assert a == b, (path, {k: (a[k], b[k]) for k in a if a[k] != b[k]})
+    assert mrep.stats == orep.stats, path
+    assert [str(p) for p in mrep.problems] == [str(p) for p in orep.problems], path
+    assert mrep.notes == orep.notes, path
+    assert mrep.peak_connections == orep.peak_connections, path
+    assert mrep.engine == f"fast, {n} processes"
+    return many, mrep
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    path = tmp_path_factory.mktemp("share") / "teardowns-100k.pcap"
+    synth.generate(str(path), packets=100_000, seed=7, mix="teardowns")
+    return path
+
+
+def test_kernel_and_python_agree_on_every_connections_share():
+    from analyzer.capture import columns
+
+    rnd = random.Random(1)
+    seen = set()
+    for _ in range(2000):
+        v6 = rnd.random() < 0.5
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        raw = [rnd.randbytes(16 if v6 else 4) for _ in range(2)]
+        a, b = (socket.inet_ntop(fam, r) for r in raw)
+        pa, pb = rnd.randrange(65536), rnd.randrange(65536)
+        words = []
+        for r in raw:  # as the kernel reads them: big-endian 64-bit words, IPv4 in the low one
+            if v6:
+                words += [int.from_bytes(r[:8], "big", signed=True),
+                          int.from_bytes(r[8:], "big", signed=True)]
+            else:
+                words += [0, int.from_bytes(r, "big")]
+        for n in (2, 3, 4):
+            k = columns._share(*words, pa, pb, n)
+            there = Segment(1, 0.0, a, pa, b, pb, 0, 0, 0x10)
+            back = Segment(1, 0.0, b, pb, a, pa, 0, 0, 0x10)
+            assert share_of(there, n) == share_of(back, n) == k
+            seen.add((n, k))
+    assert seen == {(n, k) for n in (2, 3, 4) for k in range(n)}  # every share gets some
+
+
+def test_same_answer_on_every_bundled_capture_and_zeek_trace():
+    files = sorted((ROOT / "captures").glob("*.pcap"))
+    if ORACLE.is_dir():
+        files += sorted(p for p in ORACLE.rglob("*") if p.is_file())
+    checked = 0
+    for f in files:
+        if not fast_eligible(str(f)):
+            continue
+        try:
+            for n in (2, 3):
+                _same(f, n)
+        except UnreadableCapture:
+            continue
+        checked += 1
+    assert checked >= 40
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_same_answer_on_100k_synthetic_and_the_work_is_shared(synthetic, n, monkeypatch):
+    counts = []
+    real = share_mod.share_events
+
+    def counted(reader, name, opts, report):
+        for event in real(reader, name, opts, report):
+            counts.append(event[1])
+            yield event
+
+    monkeypatch.setattr(share_mod, "share_events", counted)  # (this process's share only)
+    recs, rep = _same(synthetic, n)
+    assert len(recs) > 500 and {r["ip_version"] for r in recs} == {4, 6}
+    mine = counts.count(share_mod.DONE)
+    assert 0.5 * len(recs) / n < mine < 1.5 * len(recs) / n  # this process did its share only
+
+
+def test_same_answer_with_short_timeouts(synthetic):
+    # sweeps every quarter second, connections handed on in the middle of the file by sweeps
+    # and by new connections on the same ports: the merge's keys order them all
+    _same(synthetic, 2, Timeouts(idle=3.0, closed=0.5, sweep_every=0.25))
+
+
+@pytest.mark.parametrize("mix", ["syn_flood", "rst_storm"])
+def test_same_answer_on_adversarial_mixes(tmp_path, mix):
+    path = tmp_path / f"{mix}.pcap"
+    synth.generate(str(path), packets=30_000, seed=3, mix=mix)
+    _same(path, 2)
+
+
+def test_too_many_open_connections_falls_back_after_what_it_could_vouch_for(synthetic):
+    t = Timeouts(max_active=40)
+    one, _ = _one(synthetic, t)
+    rep = FileReport(str(synthetic))
+    given = []
+    with pytest.raises(Fallback, match="more than 40 connections"):
+        for rec in share_records(str(synthetic), str(synthetic), rep, Options(timeouts=t), 2):
+            given.append(rec)
+    assert given == one[:len(given)]  # what was given before is what one process gives
+
+
+def test_cli_reads_again_in_one_process_when_a_share_fails(synthetic, monkeypatch, capsys):
+    assert main(["analyze", "--json", "--jobs", "1", str(synthetic)]) == 0
+    one = capsys.readouterr().out
+    real = share_mod.share_reader
+
+    def broken(path, share, opts, progress=None):
+        if share[0] == 1:  # in the forked process
+            raise RuntimeError("simulated crash")
+        return real(path, share, opts, progress)
+
+    monkeypatch.setattr(share_mod, "share_reader", broken)
+    assert main(["analyze", "--json", "--jobs", "2", str(synthetic)]) == 0
+    out, err = capsys.readouterr()
+    assert out == one
+    assert "read again in one process" in err and "simulated crash" in err
+
+
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_cli_jobs_prints_the_same_json_and_summary(synthetic, capsys, jobs):
+    assert main(["analyze", "--json", "--jobs", "1", str(synthetic)]) == 0
+    one = capsys.readouterr().out
+    assert main(["analyze", "--json", "--jobs", jobs, str(synthetic)]) == 0
+    assert capsys.readouterr().out == one
+    assert main(["analyze", "--all", "--jobs", "1", str(synthetic)]) == 0
+    one = capsys.readouterr().out
+    assert main(["analyze", "--all", "--jobs", jobs, str(synthetic)]) == 0
+    assert capsys.readouterr().out == one
+
+
+def test_damaged_middle_and_the_python_tail_are_shared_too(synthetic, tmp_path):
+    # an absurd record length at ~3 MB: the Python reader takes the rest of the file from there,
+    # and its segments are shared out as well (fastreader.share_of)
+    data = bytearray(synthetic.read_bytes()[:6_000_000])
+    big = data[:4] == b"\xa1\xb2\xc3\xd4"
+    pos = 24
+    while pos < 3_000_000:
+        pos += 16 + int.from_bytes(data[pos + 8:pos + 12], "big" if big else "little")
+    data[pos + 8:pos + 12] = (10**8).to_bytes(4, "big" if big else "little")
+    path = tmp_path / "absurd.pcap"
+    path.write_bytes(bytes(data))
+    recs, rep = _same(path, 2)
+    assert rep.problems and len(recs) > 50
