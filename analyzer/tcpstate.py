@@ -169,6 +169,13 @@ TRANSITIONS: dict[tuple[State, Event], State | tuple[State, ...]] = {
 # A received segment that only acknowledges is harmless in any state where it is not listed.
 _HARMLESS = {E.RECV_ACK, E.RECV_ACK_OF_SYN, E.RECV_ACK_OF_FIN}
 
+# TRANSITIONS as apply() walks it: every target a path of (state, state name) steps, so the hot
+# path needs no isinstance and no Enum .value look-up (a property) per event.
+_PATHS: dict[tuple[State, Event], tuple[tuple[State, str], ...]] = {
+    key: tuple((st, st.value) for st in (target if isinstance(target, tuple) else (target,)))
+    for key, target in TRANSITIONS.items()
+}
+
 #: States after which the endpoint holds no connection any more (TIME_WAIT only waits out 2MSL).
 FINISHED = frozenset({S.CLOSED, S.TIME_WAIT})
 #: States in which the endpoint has sent its FIN.
@@ -204,21 +211,27 @@ class Endpoint:
 
     def apply(self, event: Event, frame: int, ts: float, anomalies: list[Anomaly]) -> bool:
         """Apply one event; record the change or the anomaly. Returns True if the state changed."""
-        target = TRANSITIONS.get((self.state, event))
-        if target is None:
+        path = _PATHS.get((self.state, event))
+        if path is None:
             if event not in _HARMLESS:
                 anomalies.append(Anomaly(frame, ts, self.role, self.state.value, event.value))
             return False
-        path = target if isinstance(target, tuple) else (target,)
+        if len(path) == 1:  # nearly always: one target, most often the state it is in already
+            nxt, name = path[0]
+            if nxt is self.state:
+                return False
+            self.state = nxt
+            self.history.append((name, frame, ts if frame else 0.0))
+            return True
         changed = False
-        for i, nxt in enumerate(path):
+        for i, (nxt, name) in enumerate(path):
             if nxt is self.state:
                 continue
             # intermediate states of a path were entered before this segment: before the capture,
             # when nothing else was known of this endpoint
             at = 0 if (i < len(path) - 1 and not self.history) else frame
             self.state = nxt
-            self.history.append((nxt.value, at, ts if at else 0.0))
+            self.history.append((name, at, ts if at else 0.0))
             changed = True
         return changed
 
