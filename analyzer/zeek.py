@@ -64,6 +64,7 @@ _EPS = 1e-6  # float slack when comparing capture timestamps with timer deadline
 
 _TOO_LARGE_SEQ_DELTA = 1048576
 _MOD = 1 << 32
+_HALF = 1 << 31
 
 
 def _ports(*items: int | tuple[int, int]) -> frozenset[int]:
@@ -112,7 +113,7 @@ BARE_SERVER_PORTS = frozenset({80})
 def _sdelta(a: int, b: int) -> int:
     """a - b as a signed 32-bit sequence-space difference."""
     d = (a - b) % _MOD
-    return d - _MOD if d >= (1 << 31) else d
+    return d - _MOD if d >= _HALF else d
 
 
 class _Reassembler:
@@ -216,7 +217,9 @@ class _Endpoint:
         self.last = last % _MOD
 
     def rel(self, seq: int) -> int:
-        return _sdelta(seq, self.start if self.start is not None else 0)
+        # _sdelta(seq, start), written out: called several times per packet
+        d = (seq - (self.start or 0)) % _MOD
+        return d - _MOD if d >= _HALF else d
 
     @property
     def inactive(self) -> bool:
@@ -329,7 +332,7 @@ class ZeekView:
             self._scaled(ep, is_orig, "C")
             return
 
-        if self.history == "H" and not (seg.flags & (SYN | FIN | RST)) and (
+        if self._hist == ["H"] and not (seg.flags & (SYN | FIN | RST)) and (
             seg.flags & ACK or seg.payload_len
         ):
             self._rewrite_missing_syn()
@@ -451,7 +454,8 @@ class ZeekView:
             cnt[1] *= 10
 
     def _update_history(self, seg: Segment, ep: _Endpoint, is_orig: bool) -> None:
-        syn, fin, rst = bool(seg.flags & SYN), bool(seg.flags & FIN), bool(seg.flags & RST)
+        flags = seg.flags
+        syn, fin, rst = flags & SYN != 0, flags & FIN != 0, flags & RST != 0
         n = syn + fin + rst
         if n > 1:
             if fin and rst:
@@ -480,8 +484,8 @@ class ZeekView:
     def _process(self, seg: Segment, is_orig: bool, ep: _Endpoint) -> None:
         peer = self._r if is_orig else self._o
         flags = seg.flags
-        syn, fin, rst, ack = (bool(flags & SYN), bool(flags & FIN), bool(flags & RST),
-                              bool(flags & ACK))
+        # (x != 0 rather than bool(x): a comparison, not a call, per flag per packet)
+        syn, fin, rst, ack = flags & SYN != 0, flags & FIN != 0, flags & RST != 0, flags & ACK != 0
         plen = seg.payload_len
         ts = seg.ts
 
@@ -565,7 +569,8 @@ class ZeekView:
             # A payload cut short by the snap length never reaches Zeek's reassembler (so the
             # peer's ACK of it is a gap). `Segment` does not carry the captured length yet; a
             # reader may supply it as `payload_captured`.
-            captured = getattr(seg, "payload_captured", None)
+            # (a plain Segment has no such slot: no failed look-up per data packet)
+            captured = None if type(seg) is Segment else getattr(seg, "payload_captured", None)
             if not underflow and (captured is None or captured >= plen):
                 lo = rel_seq + 1 if syn else rel_seq
                 ep.reasm.data(lo, lo + plen, ep.rel(ep.ackseq))
@@ -590,8 +595,7 @@ class ZeekView:
     def _state_machine(self, seg: Segment, ep: _Endpoint, peer: _Endpoint, is_orig: bool,
                        ts: float) -> bool:
         flags = seg.flags
-        syn, fin, rst, ack = (bool(flags & SYN), bool(flags & FIN), bool(flags & RST),
-                              bool(flags & ACK))
+        syn, fin, rst, ack = flags & SYN != 0, flags & FIN != 0, flags & RST != 0, flags & ACK != 0
         do_close = False
         state = ep.state
         if state == INACTIVE:
