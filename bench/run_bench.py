@@ -3,7 +3,11 @@
 Captures come from ``analyzer.synth`` and are cached in ``bench-data/`` (regenerated when the
 generator's source changes): 1M and 10M packet teardown mixes, a 1M SYN flood, a 1M RST storm.
 Each tool runs on each capture, the tools' order rotating from round to round; every run is one
-child process measured alone (wall clock; user, system CPU and peak RSS from /usr/bin/time).
+child process measured alone (wall clock; user and system CPU from /usr/bin/time, its children
+included). Memory: the larger of /usr/bin/time's peak RSS (that of the largest process) and the
+peak of the process tree's summed PSS (proportional set size: a page shared by forked processes
+counted once), sampled every 20 ms, since rstscope reads a large file with a process per CPU.
+"rstscope" is the default command; "rstscope-1p" is the same with ``--jobs 1`` (one process).
 
     python bench/run_bench.py            # 1M teardowns x 3 rounds, the others and 10M x 1
     python bench/run_bench.py --quick    # the 1M teardown file, 1 round
@@ -20,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +43,7 @@ def commands(path: str) -> dict[str, list[str] | None]:
     rs = rstscope_bin()
     return {
         "rstscope": [rs, "analyze", "--json", path] if rs else None,
+        "rstscope-1p": [rs, "analyze", "--json", "--jobs", "1", path] if rs else None,
         "tshark": ["tshark", "-q", "-z", "conv,tcp", "-r", path] if shutil.which("tshark")
         else None,
         "tcptrace": ["tcptrace", "-n", "-l", path] if shutil.which("tcptrace") else None,
@@ -88,8 +94,10 @@ def run_once(cmd: list[str]) -> dict:
         full = [TIME, "-f", "%e %U %S %M", "-o", out.name, *cmd] if timed else cmd
         t = time.perf_counter()
         proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=err)
+        tree = TreeRss(proc.pid)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
+        tree.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read().decode(errors="replace").strip().splitlines()[-1:]
@@ -98,8 +106,49 @@ def run_once(cmd: list[str]) -> dict:
             fields = out.read().split()[-4:]  # after "Command exited with non-zero status"
             if len(fields) == 4:
                 user, sys_, rss = float(fields[1]), float(fields[2]), int(fields[3]) / 1024
-    return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_, "rss_mb": rss,
+    return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_,
+            "rss_mb": max(rss, tree.peak_mb), "rss_largest_mb": rss, "pss_tree_mb": tree.peak_mb,
             "rc": proc.returncode, "err": tail[0] if tail else ""}
+
+
+class TreeRss:
+    """Peak of the summed proportional set size of a process and its descendants (sampled)."""
+
+    def __init__(self, root: int, every: float = 0.02):
+        self.root, self.every, self.peak_mb = root, every, 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            self.peak_mb = max(self.peak_mb, self._sample())
+
+    def _sample(self) -> float:
+        kids: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(
+                            int(d))
+                except (OSError, ValueError, IndexError):
+                    continue
+        total_kb, todo = 0, [self.root]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    total_kb += next(int(line.split()[1]) for line in f
+                                     if line.startswith("Pss:"))
+            except (OSError, StopIteration, ValueError):
+                pass
+            todo.extend(kids.get(pid, ()))
+        return total_kb / 1024
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 def mem_available_mb() -> float:
@@ -123,7 +172,7 @@ class Bench:
         r = run_once(cmd)
         pk = self.packets[name]
         ok = "" if r["rc"] == 0 else f"  exit {r['rc']}: {r['err']}"
-        print(f"  {name:<16} {tool:<9} wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  "
+        print(f"  {name:<16} {tool:<11} wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  "
               f"rss {r['rss_mb']:7.0f} MB  {pk / r['wall'] / 1e3:8.0f}k pkt/s{ok}", flush=True)
         if r["rc"] == 0:
             self.runs.setdefault((name, tool), []).append(r)
@@ -158,7 +207,7 @@ class Bench:
         if est > self.peer_limit or rss > 0.4 * mem_available_mb():
             if key not in self.skipped:
                 self.skipped.add(key)
-                print(f"  {name:<16} {tool:<9} skipped: estimated {est:.0f} s, {rss:,.0f} MB "
+                print(f"  {name:<16} {tool:<11} skipped: estimated {est:.0f} s, {rss:,.0f} MB "
                       f"(limit {self.peer_limit:.0f} s, 40% of the available memory)")
             return False
         return True
@@ -172,16 +221,16 @@ class Bench:
                 "rss_mb": max(r["rss_mb"] for r in rs), "pps": self.packets[name] / wall}
 
     def table(self) -> list[str]:
-        lines = [f"{'capture':<16} {'tool':<9} {'runs':>4} {'wall s':>8} {'cpu s':>8} "
+        lines = [f"{'capture':<16} {'tool':<11} {'runs':>4} {'wall s':>8} {'cpu s':>8} "
                  f"{'RSS MB':>7} {'pkt/s':>11} {'rstscope vs':>12}"]
         for name in self.packets:
             mine = self.stats(name, "rstscope")
-            for tool in ("rstscope", "tshark", "tcptrace"):
+            for tool in ("rstscope", "rstscope-1p", "tshark", "tcptrace"):
                 s = self.stats(name, tool)
                 if s is None:
                     continue
                 vs = f"{mine['pps'] / s['pps']:.2f}x" if mine and tool != "rstscope" else ""
-                lines.append(f"{name:<16} {tool:<9} {s['runs']:>4} {s['wall']:>8.2f} "
+                lines.append(f"{name:<16} {tool:<11} {s['runs']:>4} {s['wall']:>8.2f} "
                              f"{s['cpu']:>8.2f} {s['rss_mb']:>7.0f} {s['pps']:>11,.0f} "
                              f"{vs:>12}")
         return lines

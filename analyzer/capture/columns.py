@@ -150,6 +150,12 @@ def walk_block(buf, pos: int, nvalid: int, little: bool, div: float, limit: int,
                  blk.open_slots, share[0], share[1])
 
 
+def warm_up() -> None:
+    """Load the compiled kernel now (from numba's cache, or compiling it): a process about to
+    fork shares it with its children instead of each loading its own."""
+    walk_block(np.zeros(16, np.uint8), 0, 0, True, 1e6, 0, 1, 1.0, FlowTable(), Block(1))
+
+
 @njit(cache=True, inline="always")
 def _share(a_hi, a_lo, b_hi, b_lo, sport, dport, n):
     """The share of a 4-tuple, the same in either direction (``fastreader.share_of`` computes

@@ -32,8 +32,8 @@ from analyzer.capture import pcap
 from analyzer.capture.reader import CaptureReader, open_capture
 from analyzer.segment import ACK, SYN, Foreign, RunSide, Segment, SegmentRun, Ticks
 
-BLOCK_BYTES = 32 << 20  # file bytes read per block
-BLOCK_PACKETS = 1 << 16  # packets per kernel call
+BLOCK_BYTES = 8 << 20  # file bytes read per block
+BLOCK_PACKETS = 1 << 14  # packets per kernel call (its columns: 2.5 MB, its runs: 3.8 MB)
 MIN_FAST_BYTES = 4 << 20  # smaller files: the kernel's start-up is not worth it
 
 

@@ -181,6 +181,9 @@ def share_records(path: str, name: str, report: FileReport, opts: Options, share
     """The records of ``path`` read by ``shares`` processes (this one and shares - 1 forked
     ones). Raises Fallback (after the records it could vouch for) when one process must read the
     file instead; UnreadableCapture when it does not open, before any process starts."""
+    from analyzer.capture import columns
+
+    columns.warm_up()  # before forking: the children share the loaded kernel's memory
     ctx = multiprocessing.get_context("fork")
     mine = share_events(share_reader(path, (0, shares), opts, progress), name, opts, report)
     sys.stdout.flush()  # a forked child must not write the parent's buffered output again
