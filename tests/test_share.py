@@ -186,3 +186,23 @@ def test_damaged_middle_and_the_python_tail_are_shared_too(synthetic, tmp_path):
     path.write_bytes(bytes(data))
     recs, rep = _same(path, 2)
     assert rep.problems and len(recs) > 50
+
+
+def test_a_file_that_grows_while_it_is_read_is_caught(synthetic, tmp_path, monkeypatch):
+    # the forked process sees more of the file than this one (tcpdump still writing it)
+    short = tmp_path / "short.pcap"
+    data = synthetic.read_bytes()
+    pos = 24
+    while pos < len(data) // 2:  # cut at a record boundary
+        pos += 16 + int.from_bytes(data[pos + 8:pos + 12],
+                                   "big" if data[:4] == b"\xa1\xb2\xc3\xd4" else "little")
+    short.write_bytes(data[:pos])
+    real = share_mod.share_reader
+
+    def grown(path, share, opts, progress=None):
+        return real(str(synthetic) if share[0] == 1 else path, share, opts, progress)
+
+    monkeypatch.setattr(share_mod, "share_reader", grown)
+    rep = FileReport(str(short))
+    with pytest.raises(Fallback, match="changed while it was read"):
+        list(share_records(str(short), str(short), rep, Options(), 2))

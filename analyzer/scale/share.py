@@ -138,8 +138,8 @@ def share_events(reader, name: str, opts: Options, report: FileReport) -> Iterat
 
 
 def _share_process(path: str, name: str, share: tuple[int, int], opts: Options, send) -> None:
-    """A forked process: one share's events through ``send``, then ("end", run segments) or
-    ("error", text)."""
+    """A forked process: one share's events through ``send``, then ("end", (run segments, frames
+    read, bytes read)) or ("error", text)."""
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the parent's buffer is not ours to flush)
     try:
         report = FileReport(path)
@@ -151,7 +151,7 @@ def _share_process(path: str, name: str, share: tuple[int, int], opts: Options, 
                 send.send(("events", batch))
                 batch = []
         send.send(("events", batch))
-        send.send(("end", report.run_segments))
+        send.send(("end", (report.run_segments, report.stats.frames, report.stats.bytes_read)))
     except BaseException as exc:  # noqa: BLE001 (the parent falls back and says why)
         try:
             send.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -214,9 +214,12 @@ def share_records(path: str, name: str, report: FileReport, opts: Options, share
                 open_now -= 1
                 rec["conn"] = ids.pop(rec["first_frame"])
                 yield rec
+        for runs, frames, nbytes in totals.values():
+            if (frames, nbytes) != (report.stats.frames, report.stats.bytes_read):
+                raise Fallback("the file changed while it was read")  # (growing, or rewritten)
+            report.run_segments += runs
         report.peak_connections = peak
         report.engine = f"fast, {shares} processes"
-        report.run_segments += sum(totals.values())
     finally:
         for proc in procs:
             if proc.is_alive():
