@@ -15,6 +15,11 @@ from functools import lru_cache
 from analyzer.segment import ACK, FIN, RST, SYN, Segment, SegmentRun
 from analyzer.tcpstate import FIN_RECEIVED, FINISHED, Anomaly, Endpoint, Event, State
 
+# the per-segment path's commonest events and states, as globals (cheaper than attributes of
+# the Enum classes)
+SEND_ACK, RECV_ACK = Event.SEND_ACK, Event.RECV_ACK
+SYN_SENT, SYN_RCVD = State.SYN_SENT, State.SYN_RCVD
+
 MAX_KEPT = 32  # bound on every per-connection list of frames
 DUPLICATE_WINDOW = 0.001  # s: an identical segment this close is a capture duplicate, not a resend
 
@@ -173,39 +178,48 @@ class Connection:
         self._touch(seg)
 
     def observe(self, seg: Segment) -> None:
-        role = self.role_of(seg)
-        peer = self.peer(role)
-        me, other = self.sent[role], self.sent[peer]
-        key = (seg.seq, seg.ack, seg.flags, seg.payload_len, seg.ip_id, seg.tsval)
-        if key == me.last_key and seg.ts - me.last_key_ts <= DUPLICATE_WINDOW:
+        # written for speed (every segment outside a run comes here): role_of and _touch inline,
+        # each attribute read once, the endpoints and facts handed on rather than found again
+        if (seg.src, seg.sport) == self.client:
+            role, peer = "client", "server"
+        else:
+            role, peer = "server", "client"
+        sent = self.sent
+        me, other = sent[role], sent[peer]
+        frame, ts, flags = seg.frame, seg.ts, seg.flags
+        key = (seg.seq, seg.ack, flags, seg.payload_len, seg.ip_id, seg.tsval)
+        if key == me.last_key and ts - me.last_key_ts <= DUPLICATE_WINDOW:
             self.duplicates += 1  # e.g. both copies a packet socket on `lo` sees
             return
-        me.last_key, me.last_key_ts = key, seg.ts
-        self._touch(seg)
+        me.last_key, me.last_key_ts = key, ts
+        self.packets += 1
+        self.last_frame = frame
+        self.end = ts
         me.packets += 1
-        me.last_frame, me.last_ts = seg.frame, seg.ts
-        flags = seg.flags
+        me.last_frame, me.last_ts = frame, ts
         if not flags & RST:
             if seg.ttl not in me.ttls:  # a RST's own TTL is judged against these
                 me.ttls = _with_ttl(me.ttls, seg.ttl)
             me.options_seen = me.options_seen or seg.has_options
             if me.rsts and me.sent_after_own_rst is None:
-                me.sent_after_own_rst = seg.frame
+                me.sent_after_own_rst = frame
                 self._retract_forged_rst(role, seg)
             if seg.window == 0 and flags & ACK:
                 me.zero_windows += 1
-            pending = self.pending_challenge.pop(role, None)
-            if pending is not None and not flags & (SYN | FIN) and seg.payload_len == 0:
-                pending.challenge_frame = seg.frame
-        self._track_sequence(seg, role, me)
+            if self.pending_challenge:
+                pending = self.pending_challenge.pop(role, None)
+                if pending is not None and not flags & (SYN | FIN) and seg.payload_len == 0:
+                    pending.challenge_frame = frame
+            self._track_sequence(seg, role, me)
         if flags & ACK and (me.max_ack is None or seq_lt(me.max_ack, seg.ack)):
             me.max_ack = seg.ack
-            me.ack_frame = seg.frame
+            me.ack_frame = frame
         if flags & RST:
             self._observe_rst(seg, role, peer, me, other)
             return
-        self._apply_sender(seg, role, me)
-        self._apply_receiver(seg, peer, other)
+        ep = self.ep
+        self._apply_sender(seg, role, ep[role], me)
+        self._apply_receiver(seg, ep[peer], other, me)
 
     def _touch(self, seg: Segment) -> None:
         self.packets += 1
@@ -213,34 +227,33 @@ class Connection:
         self.end = seg.ts
 
     def _track_sequence(self, seg: Segment, role: str, me: DirFacts) -> None:
-        flags = seg.flags
-        if flags & RST:
-            return
+        """snd.max, new bytes, keepalives and retransmissions (not for RSTs)."""
+        flags, seq, plen = seg.flags, seg.seq, seg.payload_len
         if flags & SYN:
-            if me.isn is None or me.isn != seg.seq:
-                me.isn = seg.seq
-                me.next_seq = (seg.seq + 1) & 0xFFFFFFFF
-        space = seg.seq_space
-        end = (seg.seq + space) & 0xFFFFFFFF
-        if me.next_seq is None:
+            if me.isn is None or me.isn != seq:
+                me.isn = seq
+                me.next_seq = (seq + 1) & 0xFFFFFFFF
+        # seg.seq_space, written out: the payload, plus one each for SYN and FIN
+        end = (seq + plen + (1 if flags & SYN else 0) + (flags & FIN)) & 0xFFFFFFFF
+        next_seq = me.next_seq
+        if next_seq is None:
             me.next_seq = end
-            if seg.payload_len:
-                self._new_data(seg, role, me, seg.payload_len)
+            if plen:
+                self._new_data(seg, role, me, plen)
             return
-        if seg.payload_len <= 1 and not flags & (SYN | FIN) \
-                and seg.seq == (me.next_seq - 1) & 0xFFFFFFFF:
+        if plen <= 1 and not flags & (SYN | FIN) and seq == (next_seq - 1) & 0xFFFFFFFF:
             _keep(me, "keepalives", seg.frame)  # keepalive (or window) probe: seq = next - 1
             return
-        if seq_lt(me.next_seq, end):
-            new = (end - me.next_seq) & 0xFFFFFFFF
+        if next_seq != end and ((end - next_seq) & 0xFFFFFFFF) < 0x80000000:  # seq_lt, inline
+            new = (end - next_seq) & 0xFFFFFFFF
             me.next_seq = end
-            if seg.payload_len:
-                self._new_data(seg, role, me, min(new, seg.payload_len))
-        elif seg.payload_len or flags & FIN and not flags & SYN:
-            if seg.payload_len or (me.fin_seq is not None and seg.seq == me.fin_seq):
+            if plen:
+                self._new_data(seg, role, me, min(new, plen))
+        elif plen or flags & FIN and not flags & SYN:
+            if plen or (me.fin_seq is not None and seq == me.fin_seq):
                 me.retransmissions += 1
-                if me.ladder_seq != seg.seq:
-                    me.ladder_seq = seg.seq
+                if me.ladder_seq != seq:
+                    me.ladder_seq = seq
                     me.ladder = ()
                 _keep(me, "ladder", (seg.frame, seg.ts))
 
@@ -252,8 +265,12 @@ class Connection:
         if me.data_after_peer_fin is None and self.ep[role].state in FIN_RECEIVED:
             me.data_after_peer_fin = seg.frame
 
-    def _apply_sender(self, seg: Segment, role: str, me: DirFacts) -> None:
-        ep, flags = self.ep[role], seg.flags
+    def _apply_sender(self, seg: Segment, role: str, ep: Endpoint, me: DirFacts) -> None:
+        """Events for the sender of `seg` (`ep`, whose facts are `me`)."""
+        flags = seg.flags
+        if not flags & (SYN | FIN):  # the usual segment: one event, no bookkeeping
+            ep.apply(SEND_ACK, seg.frame, seg.ts, self.anomalies)
+            return
         if flags & SYN:
             if flags & ACK:
                 _keep(me, "synack_frames", seg.frame)
@@ -264,20 +281,17 @@ class Connection:
                 _keep(me, "syn_times", seg.ts)
                 ep.apply(Event.SEND_SYN, seg.frame, seg.ts, self.anomalies)
             return
-        if flags & FIN:
-            if me.fin_frame is None:
-                me.fin_frame = seg.frame
-                me.fin_seq = (seg.seq + seg.payload_len) & 0xFFFFFFFF
-            crossed = self._fin_crossed(seg, role)
-            if crossed:
-                # it sent its FIN before the peer's FIN reached it: undo the early CLOSE_WAIT
-                ep.history.pop()
-                ep.state = State(ep.history[-1][0]) if ep.history else State.MIDSTREAM
-            ep.apply(Event.SEND_FIN, seg.frame, seg.ts, self.anomalies)
-            if crossed:  # ... and the peer's FIN arrives right after: CLOSING
-                ep.apply(Event.RECV_FIN, seg.frame, seg.ts, self.anomalies)
-            return
-        ep.apply(Event.SEND_ACK, seg.frame, seg.ts, self.anomalies)
+        if me.fin_frame is None:
+            me.fin_frame = seg.frame
+            me.fin_seq = (seg.seq + seg.payload_len) & 0xFFFFFFFF
+        crossed = self._fin_crossed(seg, role)
+        if crossed:
+            # it sent its FIN before the peer's FIN reached it: undo the early CLOSE_WAIT
+            ep.history.pop()
+            ep.state = State(ep.history[-1][0]) if ep.history else State.MIDSTREAM
+        ep.apply(Event.SEND_FIN, seg.frame, seg.ts, self.anomalies)
+        if crossed:  # ... and the peer's FIN arrives right after: CLOSING
+            ep.apply(Event.RECV_FIN, seg.frame, seg.ts, self.anomalies)
 
     def _fin_crossed(self, seg: Segment, role: str) -> bool:
         """A FIN from an endpoint we put in CLOSE_WAIT whose ACK does not cover the peer's FIN:
@@ -288,25 +302,26 @@ class Connection:
                 and seq_lt(seg.ack, (peer_fin + 1) & 0xFFFFFFFF)
                 and len(ep.history) >= 1 and ep.history[-1][0] == State.CLOSE_WAIT.value)
 
-    def _apply_receiver(self, seg: Segment, role: str, facts: DirFacts) -> None:
-        """Events for the receiver of `seg`; `facts` is what that receiver itself sent."""
-        ep, flags, frame, ts = self.ep[role], seg.flags, seg.frame, seg.ts
+    def _apply_receiver(self, seg: Segment, ep: Endpoint, facts: DirFacts,
+                        sender: DirFacts) -> None:
+        """Events for the receiver of `seg` (`ep`); `facts` is what that receiver itself sent,
+        `sender` what the sender of `seg` did."""
+        flags, frame, ts = seg.flags, seg.frame, seg.ts
         if flags & SYN:
-            if flags & ACK and ep.state is State.SYN_SENT \
-                    and self.sent[self.peer(role)].syn_frames:
+            if flags & ACK and ep.state is SYN_SENT and sender.syn_frames:
                 # simultaneous open: the peer's plain SYN reached it first (SYN_RCVD)
                 ep.apply(Event.RECV_SYN, frame, ts, self.anomalies)
             ev = Event.RECV_SYNACK if flags & ACK else Event.RECV_SYN
             ep.apply(ev, frame, ts, self.anomalies)
             return
         if flags & ACK:
-            if facts.isn is not None and ep.state is State.SYN_RCVD \
+            if facts.isn is not None and ep.state is SYN_RCVD \
                     and seq_le((facts.isn + 1) & 0xFFFFFFFF, seg.ack):
                 ep.apply(Event.RECV_ACK_OF_SYN, frame, ts, self.anomalies)
             if facts.fin_seq is not None and seq_le((facts.fin_seq + 1) & 0xFFFFFFFF, seg.ack):
                 ep.apply(Event.RECV_ACK_OF_FIN, frame, ts, self.anomalies)
             else:
-                ep.apply(Event.RECV_ACK, frame, ts, self.anomalies)
+                ep.apply(RECV_ACK, frame, ts, self.anomalies)
         if flags & FIN:
             ep.apply(Event.RECV_FIN, frame, ts, self.anomalies)
 
