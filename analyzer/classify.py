@@ -53,9 +53,14 @@ def _sees(role: str, errs: list[str], other: list[str] | None = None) -> dict:
 
 
 def _first_rst(conn: Connection, *, accepted: bool = True) -> RstFact | None:
-    rsts = [r for d in conn.sent.values() for r in d.rsts if not r.forged
-            and (r.accepted or not accepted)]
-    return min(rsts, key=lambda r: r.frame) if rsts else None
+    # (a plain loop: several rules ask, for every connection, and most have no RST at all)
+    first = None
+    for d in conn.sent.values():
+        for r in d.rsts:
+            if not r.forged and (r.accepted or not accepted) \
+                    and (first is None or r.frame < first.frame):
+                first = r
+    return first
 
 
 def _frames(*xs) -> list[int]:
@@ -409,7 +414,14 @@ def closer(c: Connection, case: str) -> str | None:
 
 
 def _fins_crossed(c: Connection) -> bool:
-    return all(any(h[0] == "CLOSING" for h in ep.history) for ep in c.ep.values())
+    """Both sides passed CLOSING (plain loops: asked twice of every connection)."""
+    for ep in c.ep.values():
+        for h in ep.history:
+            if h[0] == "CLOSING":
+                break
+        else:
+            return False
+    return True
 
 
 def _eof_pair(c: Connection) -> tuple[list[str], list[str]]:
@@ -434,19 +446,27 @@ WORTH_A_MENTION = frozenset({"unreachable", "injected_reset", "ignored_reset", "
                              "retransmission_timeout", "keepalive_timeout"})
 
 
+# Each rule_<case> answers only with <case>. Once the verdict is found, only the later rules
+# whose case is worth a mention can still add anything: the others are not asked (rules only
+# read). _MENTIONS_AFTER[rule]: those rules, after `rule`.
+_MENTIONS_AFTER = {
+    rule: tuple(r for r in RULES[i + 1:] if r.__name__.removeprefix("rule_") in WORTH_A_MENTION)
+    for i, rule in enumerate(RULES)}
+
+
 def classify(conn: Connection, ctx: Context | None = None) -> Verdict:
     """The verdict of the first rule that matches; the others that match become secondary."""
     ctx = ctx or Context()
     verdict: Verdict | None = None
     for rule in RULES:
-        v = rule(conn, ctx)
-        if v is None:
-            continue
-        if verdict is None:
-            verdict = v
-        elif v.case in WORTH_A_MENTION and v.case != verdict.case:
-            verdict.secondary.append(f"also {v.case}: {v.reason}")
+        verdict = rule(conn, ctx)
+        if verdict is not None:
+            break
     assert verdict is not None  # rule_partial always answers
+    for later in _MENTIONS_AFTER[rule]:
+        v = later(conn, ctx)
+        if v is not None and v.case in WORTH_A_MENTION and v.case != verdict.case:
+            verdict.secondary.append(f"also {v.case}: {v.reason}")
     verdict.closer = closer(conn, verdict.case)
     # A side that got a timer's errno closed without a segment: record it in its timeline.
     # An ICMP error is final only once it is a hard error: Linux keeps a socket whose connect()
