@@ -453,11 +453,16 @@ class ZeekView:
             self._add(is_orig, letter)
             cnt[1] *= 10
 
-    def _update_history(self, seg: Segment, ep: _Endpoint, is_orig: bool) -> None:
-        flags = seg.flags
-        syn, fin, rst = flags & SYN != 0, flags & FIN != 0, flags & RST != 0
-        n = syn + fin + rst
-        if n > 1:
+    def _update_history(self, seg: Segment, ep: _Endpoint, is_orig: bool, syn: bool, fin: bool,
+                        rst: bool) -> None:
+        if not (syn or fin or rst):  # the usual packet: D or A, recorded once per direction
+            if seg.payload_len:
+                if "D" not in ep.seen:
+                    self._once(ep, is_orig, "D", "D")
+            elif seg.flags & ACK and "A" not in ep.seen:
+                self._once(ep, is_orig, "A", "A")
+            return
+        if syn + fin + rst > 1:
             if fin and rst:
                 self._once(ep, is_orig, "I", "I")
             else:
@@ -476,10 +481,6 @@ class ZeekView:
             if self._once(ep, is_orig, "RST", "R") and seg.seq != ep.last_rst:
                 self._add(is_orig, "R")
             ep.last_rst = seg.seq
-        elif seg.payload_len:
-            self._once(ep, is_orig, "D", "D")
-        elif seg.flags & ACK:
-            self._once(ep, is_orig, "A", "A")
 
     def _process(self, seg: Segment, is_orig: bool, ep: _Endpoint) -> None:
         peer = self._r if is_orig else self._o
@@ -518,7 +519,7 @@ class ZeekView:
         rel_seq = ep.rel(seg.seq)
         underflow = rel_seq < 0
 
-        self._update_history(seg, ep, is_orig)
+        self._update_history(seg, ep, is_orig, syn, fin, rst)
 
         if seg.window == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
             self._scaled(ep, is_orig, "W")
@@ -559,7 +560,9 @@ class ZeekView:
         elif plen > 0:
             self._scaled(ep, is_orig, "T")
 
-        do_close = self._state_machine(seg, ep, peer, is_orig, ts)
+        # only a SYN, FIN or RST, or an endpoint's first packet, moves an endpoint's state
+        do_close = (syn or fin or rst or ep.state == INACTIVE) \
+            and self._state_machine(seg, ep, peer, is_orig, ts, syn, fin, rst, ack)
 
         if ack:
             self._ack_received(peer, not is_orig, rel_ack)
@@ -593,9 +596,7 @@ class ZeekView:
                 self._scaled(ep, ep_is_orig, "G")
 
     def _state_machine(self, seg: Segment, ep: _Endpoint, peer: _Endpoint, is_orig: bool,
-                       ts: float) -> bool:
-        flags = seg.flags
-        syn, fin, rst, ack = flags & SYN != 0, flags & FIN != 0, flags & RST != 0, flags & ACK != 0
+                       ts: float, syn: bool, fin: bool, rst: bool, ack: bool) -> bool:
         do_close = False
         state = ep.state
         if state == INACTIVE:
