@@ -57,6 +57,7 @@ _IP6 = struct.Struct("!IHBB16s16s")  # ver/class/flow plen nxt hlim src dst
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
 _TCP8 = struct.Struct("!HHI")  # first 8 bytes: sport dport seq
 _TSOPT = struct.Struct("!II")  # timestamp option value and echo reply
+_NOP_NOP_TS = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10))
 
 _V4_UNREACH_KIND = {
     0: ICMP_NET_UNREACH, 6: ICMP_NET_UNREACH, 11: ICMP_NET_UNREACH,
@@ -95,12 +96,15 @@ def icmp_kind(version: int, icmp_type: int, code: int) -> str | None:
     return None
 
 
-def _ip4_text(b: bytes) -> str:
-    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+# dotted decimal, as f"{b[0]}.{b[1]}.{b[2]}.{b[3]}" gives it, in C (two per packet)
+_ip4_text = socket.inet_ntoa
 
 
 def tcp_timestamps(data: bytes, start: int, end: int) -> tuple[int, int] | None:
     """(tsval, tsecr) from the TCP options in data[start:end], or None."""
+    # the layout Linux sends on every segment after the handshake: NOP, NOP, timestamp
+    if data[start:start + 4] == _NOP_NOP_TS and start + 12 <= end:
+        return _TSOPT.unpack_from(data, start + 4)
     i = start
     while i < end:
         kind = data[i]
