@@ -164,8 +164,11 @@ class Connection:
         ep, sent = self.ep, self.sent
         if ep["client"].state in FINISHED and ep["server"].state in FINISHED:
             return True
-        for d in (sent["client"], sent["server"]):
-            for r in d.rsts:
+        cl, sv = sent["client"].rsts, sent["server"].rsts
+        if not (cl or sv):
+            return False  # the usual answer: no RST at all
+        for rsts in (cl, sv):
+            for r in rsts:
                 if r.accepted and not r.forged:
                     return True
         return False
