@@ -19,6 +19,10 @@ from analyzer.tcpstate import FIN_RECEIVED, FINISHED, Anomaly, Endpoint, Event, 
 # the Enum classes)
 SEND_ACK, RECV_ACK = Event.SEND_ACK, Event.RECV_ACK
 SYN_SENT, SYN_RCVD = State.SYN_SENT, State.SYN_RCVD
+# state groups the RST path tests (a storm brings one RST after another)
+_HANDSHAKE = frozenset({State.SYN_SENT, State.SYN_RCVD})
+_UNSYNCHRONISED = frozenset({State.UNKNOWN, State.LISTEN})
+_NO_CHALLENGE = frozenset({State.CLOSED, State.UNKNOWN, State.LISTEN})
 
 MAX_KEPT = 32  # bound on every per-connection list of frames
 DUPLICATE_WINDOW = 0.001  # s: an identical segment this close is a capture duplicate, not a resend
@@ -335,7 +339,7 @@ class Connection:
         fact = RstFact(
             seg.frame, seg.ts, role, seg.seq, seg.ack, bool(seg.flags & ACK), seg.has_options,
             seg.ttl, seg.ip_id, seg.tsval, self.ep[role].state.value, rcv.state.value, accepted,
-            answers_syn=rcv.state in (State.SYN_SENT, State.SYN_RCVD) or not other.synack_frames
+            answers_syn=rcv.state in _HANDSHAKE or not other.synack_frames
             and bool(other.syn_frames) and not me.synack_frames,
         )
         # a storm of stray RSTs must not crowd out the few that count: accepted ones are kept
@@ -347,26 +351,29 @@ class Connection:
         self.ep[role].apply(Event.SEND_RST, seg.frame, seg.ts, self.anomalies)
         if accepted:
             rcv.apply(Event.RECV_RST, seg.frame, seg.ts, self.anomalies)
-        elif rcv.state not in (State.CLOSED, State.UNKNOWN, State.LISTEN):
+        elif rcv.state not in _NO_CHALLENGE:
             self.pending_challenge[peer] = fact
 
     @staticmethod
     def _rst_acceptable(seg: Segment, rcv_state: State, me: DirFacts, other: DirFacts) -> bool:
         """Would the receiver act on this RST? (RFC 9293 §3.10.7.4 with RFC 5961 §3.2)."""
-        if rcv_state in (State.UNKNOWN, State.LISTEN):
+        if rcv_state in _UNSYNCHRONISED:
             return True  # no synchronised state to protect: the RST only ends its sender
-        if rcv_state is State.SYN_SENT:
+        if rcv_state is SYN_SENT:
             # only a RST that acknowledges the SYN is believed in SYN-SENT
             if other.isn is None:
                 return True
             return bool(seg.flags & ACK) and seg.ack == (other.isn + 1) & 0xFFFFFFFF
-        expected = {x for x in (other.max_ack, me.next_seq) if x is not None}
-        if not expected:
+        # the numbers it expects: what it acknowledged, and what the sender sent up to
+        rcv_nxt, snd_max = other.max_ack, me.next_seq
+        if rcv_nxt is None and snd_max is None:
             return True  # nothing known of the receiver's window: believe it
-        if seg.seq in expected:
+        seq = seg.seq
+        if seq == rcv_nxt or seq == snd_max:
             return True
         # after a FIN was received, Linux also takes rcv_nxt - 1 (the FIN's own number)
-        return rcv_state in FIN_RECEIVED and ((seg.seq + 1) & 0xFFFFFFFF) in expected
+        seq = (seq + 1) & 0xFFFFFFFF
+        return rcv_state in FIN_RECEIVED and (seq == rcv_nxt or seq == snd_max)
 
     # ---------------------------------------------------------------- runs (fast reader)
     # A SegmentRun stands for segments that, taken one by one through observe(), would only add
