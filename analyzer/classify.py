@@ -446,9 +446,10 @@ WORTH_A_MENTION = frozenset({"unreachable", "injected_reset", "ignored_reset", "
                              "retransmission_timeout", "keepalive_timeout"})
 
 
-# Each rule_<case> answers only with <case>. Once the verdict is found, only the later rules
-# whose case is worth a mention can still add anything: the others are not asked (rules only
-# read). _MENTIONS_AFTER[rule]: those rules, after `rule`.
+# Each rule_<case> answers only with <case> (test_rules_cover_the_catalog holds the names to the
+# catalog). Once the verdict is found, only the later rules whose case is worth a mention can
+# still add anything: the others are not asked (rules only read). _MENTIONS_AFTER[rule]: those
+# rules, after `rule`.
 _MENTIONS_AFTER = {
     rule: tuple(r for r in RULES[i + 1:] if r.__name__.removeprefix("rule_") in WORTH_A_MENTION)
     for i, rule in enumerate(RULES)}
