@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analyzer import synth
-from analyzer.capture.fastreader import fast_eligible, share_of
+from analyzer.capture.fastreader import SHARE_BUCKETS, bucket_of, fast_eligible
 from analyzer.cli import main
 from analyzer.errors import UnreadableCapture
 from analyzer.pipeline import FileReport, iter_connections, make_record, without_gc
@@ -77,13 +77,21 @@ def test_kernel_and_python_agree_on_every_connections_share():
                           int.from_bytes(r[8:], "big", signed=True)]
             else:
                 words += [0, int.from_bytes(r, "big")]
-        for n in (2, 3, 4):
-            k = columns._share(*words, pa, pb, n)
-            there = Segment(1, 0.0, a, pa, b, pb, 0, 0, 0x10)
-            back = Segment(1, 0.0, b, pb, a, pa, 0, 0, 0x10)
-            assert share_of(there, n) == share_of(back, n) == k
-            seen.add((n, k))
-    assert seen == {(n, k) for n in (2, 3, 4) for k in range(n)}  # every share gets some
+        k = columns._bucket(*words, pa, pb)
+        there = Segment(1, 0.0, a, pa, b, pb, 0, 0, 0x10)
+        back = Segment(1, 0.0, b, pb, a, pa, 0, 0, 0x10)
+        assert bucket_of(there) == bucket_of(back) == k
+        seen.add(k * 10 // SHARE_BUCKETS)
+    assert seen == set(range(10))  # buckets spread over the whole range
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_share_ranges_cover_every_bucket_once_and_the_parent_takes_less(n):
+    ranges = share_mod.share_ranges(n)
+    assert ranges[0][0] == 0 and ranges[-1][1] == SHARE_BUCKETS
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    sizes = [hi - lo for lo, hi in ranges]
+    assert all(s > 0 for s in sizes) and (n == 1 or sizes[0] < min(sizes[1:]))
 
 
 def test_same_answer_on_every_bundled_capture_and_zeek_trace():
@@ -117,7 +125,9 @@ def test_same_answer_on_100k_synthetic_and_the_work_is_shared(synthetic, n, monk
     recs, rep = _same(synthetic, n)
     assert len(recs) > 500 and {r["ip_version"] for r in recs} == {4, 6}
     mine = counts.count(share_mod.DONE)
-    assert 0.5 * len(recs) / n < mine < 1.5 * len(recs) / n  # this process did its share only
+    lo, hi = share_mod.share_ranges(n)[0]
+    part = (hi - lo) / SHARE_BUCKETS
+    assert 0.7 * part * len(recs) < mine < 1.3 * part * len(recs)  # this process's share only
 
 
 def test_same_answer_with_short_timeouts(synthetic):
@@ -150,7 +160,7 @@ def test_cli_reads_again_in_one_process_when_a_share_fails(synthetic, monkeypatc
     real = share_mod.share_reader
 
     def broken(path, share, opts, progress=None):
-        if share[0] == 1:  # in the forked process
+        if share[0] != 0:  # in the forked process
             raise RuntimeError("simulated crash")
         return real(path, share, opts, progress)
 
@@ -200,7 +210,7 @@ def test_a_file_that_grows_while_it_is_read_is_caught(synthetic, tmp_path, monke
     real = share_mod.share_reader
 
     def grown(path, share, opts, progress=None):
-        return real(str(synthetic) if share[0] == 1 else path, share, opts, progress)
+        return real(str(synthetic) if share[0] != 0 else path, share, opts, progress)
 
     monkeypatch.setattr(share_mod, "share_reader", grown)
     rep = FileReport(str(short))

@@ -111,7 +111,7 @@ NR = R_DIR + 2 * NRD
 
 # Block.counts
 C_PACKETS, C_RUNS, C_STOP, C_END, C_PLAIN, C_OFFLOAD, C_FOREIGN = range(7)
-SHARE_PRIME = 1_000_003  # share = (symmetric mix of the 4-tuple) % SHARE_PRIME % shares
+SHARE_BUCKETS = 1 << 31  # a connection's bucket: 31 bits of a symmetric mix of its 4-tuple
 
 
 class FlowTable:
@@ -142,9 +142,10 @@ class Block:
 
 def walk_block(buf, pos: int, nvalid: int, little: bool, div: float, limit: int, linktype: int,
                idle_limit: float, table: FlowTable, blk: Block,
-               share: tuple[int, int] = (0, 1)) -> int:
+               share: tuple[int, int] = (0, SHARE_BUCKETS)) -> int:
     """Walk the records of buf[pos:nvalid] into ``blk``; returns the packets walked. With
-    ``share=(i, n)``, TCP segments of connections outside share i of n are FOREIGN."""
+    ``share=(lo, hi)``, TCP segments of connections whose bucket is outside [lo, hi) are
+    FOREIGN."""
     return _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, table.keys,
                  table.state, table.times, table.count, blk.pk, blk.ts, blk.runs, blk.counts,
                  blk.open_slots, share[0], share[1])
@@ -157,11 +158,15 @@ def warm_up() -> None:
 
 
 @njit(cache=True, inline="always")
-def _share(a_hi, a_lo, b_hi, b_lo, sport, dport, n):
-    """The share of a 4-tuple, the same in either direction (``fastreader.share_of`` computes
+def _bucket(a_hi, a_lo, b_hi, b_lo, sport, dport):
+    """The bucket of a 4-tuple, the same in either direction (``fastreader.bucket_of`` computes
     it from a Segment's addresses: keep the two in step; tests/test_share.py checks)."""
-    h = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((sport + dport) << 20)) & 0x7FFFFFFFFFFFFFFF
-    return (h % SHARE_PRIME) % n
+    x = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((sport + dport) << 20)) & 0x7FFFFFFFFFFFFFFF
+    # captures hold few servers and dense client ranges: multiply-xorshift mixing spreads them
+    h = np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(29)
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    return np.int64(h >> np.uint64(33))
 
 
 @njit(cache=True, inline="always")
@@ -296,7 +301,7 @@ def _timestamps(b, lo, hi):
 
 @njit(cache=True)
 def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, state, times, count,
-          pk, pts, runs, counts, open_slots, share_i, share_n):
+          pk, pts, runs, counts, open_slots, share_lo, share_hi):
     cap = pk.shape[0]
     npk = 0
     nrun = 0
@@ -397,7 +402,7 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
                         pk[i, P_OFFLOAD] = 1 if offloaded else 0
                         kind = _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi,
                                         b_lo, version, i, idle_limit, keys, state, times, count,
-                                        pk, runs, nrun, share_i, share_n)
+                                        pk, runs, nrun, share_lo, share_hi)
                         if kind == FOREIGN:  # counted here, like PLAIN
                             nforeign += 1
                             if offloaded:
@@ -424,12 +429,13 @@ def _walk(buf, pos, nvalid, little, div, limit, linktype, idle_limit, keys, stat
 
 @njit(cache=True)
 def _segment(buf, t, hlen, tcp_len, ts, ttl, ipid, a_hi, a_lo, b_hi, b_lo, version, i,
-             idle_limit, keys, state, times, count, pk, runs, nrun, share_i, share_n):
+             idle_limit, keys, state, times, count, pk, runs, nrun, share_lo, share_hi):
     """Judge one decoded TCP segment (packet i): KEYED or PLAIN (then extend or open a run), or
     FOREIGN."""
     sport = _u16(buf, t)
     dport = _u16(buf, t + 2)
-    if share_n > 1 and _share(a_hi, a_lo, b_hi, b_lo, sport, dport, share_n) != share_i:
+    if share_hi - share_lo < SHARE_BUCKETS and not (
+            share_lo <= _bucket(a_hi, a_lo, b_hi, b_lo, sport, dport) < share_hi):
         pk[i, P_FLAGS] = np.int64(buf[t + 13])  # a SYN/ACK still tells who answers
         pk[i, P_SLOT] = -1
         return FOREIGN

@@ -9,8 +9,8 @@ It yields, in capture order:
   are decoded and yielded one by one, in their places;
 - ``Ticks``: the times of accepted plain segments since the previous item, for the consumer's
   timeouts;
-- with ``share=(i, n)``, only connections whose 4-tuple falls in share ``i`` of ``n``
-  (``share_of``) come as above; every other packet is a ``Foreign`` in its place (see
+- with ``share=(lo, hi)``, only connections whose 4-tuple's bucket (``bucket_of``) is in
+  [lo, hi) come as above; every other packet is a ``Foreign`` in its place (see
   ``analyzer.scale.share``).
 
 Only plain, uncompressed pcap files on disk qualify (``fast_eligible``); anything irregular (a
@@ -37,7 +37,8 @@ BLOCK_PACKETS = 1 << 14  # packets per kernel call (its columns: 2.5 MB, its run
 MIN_FAST_BYTES = 4 << 20  # smaller files: the kernel's start-up is not worth it
 
 
-SHARE_PRIME = 1_000_003  # as columns.SHARE_PRIME (not imported: that would load numba)
+SHARE_BUCKETS = 1 << 31  # as columns.SHARE_BUCKETS (not imported: that would load numba)
+_M64 = (1 << 64) - 1
 
 
 def _addr_words(addr: str) -> tuple[int, int]:
@@ -49,13 +50,17 @@ def _addr_words(addr: str) -> tuple[int, int]:
     return 0, int.from_bytes(socket.inet_aton(addr), "big")
 
 
-def share_of(seg: Segment, n: int) -> int:
-    """Which of ``n`` shares ``seg``'s connection belongs to: the kernel's ``columns._share``,
-    for the segments it leaves to the Python decoder (ICMP errors, IPv6 extension headers)."""
+def bucket_of(seg: Segment) -> int:
+    """The bucket of ``seg``'s connection, in [0, SHARE_BUCKETS): the kernel's
+    ``columns._bucket``, for the segments it leaves to the Python decoder (ICMP errors, IPv6
+    extension headers)."""
     a_hi, a_lo = _addr_words(seg.src)
     b_hi, b_lo = _addr_words(seg.dst)
-    h = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((seg.sport + seg.dport) << 20)) & 0x7FFFFFFFFFFFFFFF
-    return h % SHARE_PRIME % n
+    x = (a_hi ^ a_lo ^ b_hi ^ b_lo ^ ((seg.sport + seg.dport) << 20)) & 0x7FFFFFFFFFFFFFFF
+    h = x * 0x9E3779B97F4A7C15 & _M64
+    h ^= h >> 29
+    h = h * 0xBF58476D1CE4E5B9 & _M64
+    return h >> 33
 
 
 def fast_eligible(path: str, *, min_bytes: int = 0) -> bool:
@@ -91,7 +96,7 @@ class FastReader:
         self.notes = self.reader.notes
         self.idle_limit = idle_limit  # runs never span this long (the tracker's idle timeout)
         self.progress = progress  # called with the file offset reached, now and then
-        self.share = share  # (i, n): only share i of n is tracked; the rest is Foreign
+        self.share = share  # (lo, hi): only buckets in [lo, hi) are tracked; the rest Foreign
         hdr = self.reader._pcap_header
         self._hdr = hdr
         self._limit = pcap.record_limit(hdr)
@@ -115,7 +120,7 @@ class FastReader:
         pos = 0  # next record in buf
         eof = False
         irregular = False
-        share = self.share or (0, 1)
+        share = self.share or (0, SHARE_BUCKETS)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(base)
             while True:
@@ -167,8 +172,8 @@ class FastReader:
 
     def _sorted(self, seg: Segment) -> Segment | Foreign:
         """``seg`` if its connection is in our share, else a Foreign carrying it."""
-        i, n = self.share
-        return seg if share_of(seg, n) == i else Foreign(seg.ts, seg)
+        lo, hi = self.share
+        return seg if lo <= bucket_of(seg) < hi else Foreign(seg.ts, seg)
 
     def _block(self, blk, npk: int, nrun: int, buf, base: int, frames: int, decode,
                senders: dict):

@@ -2,8 +2,8 @@
 connections; the same records, in the same order, as one process.
 
 Every process walks the whole file with the fast reader (the compiled kernel makes that cheap),
-but builds, tracks and classifies only the connections whose 4-tuple falls in its share
-(``fastreader.share_of``). Every other packet arrives as a ``Foreign``: it still advances the
+but builds, tracks and classifies only the connections whose 4-tuple's bucket falls in its
+share (``fastreader.bucket_of``; share 0, the parent's, is smaller: it also merges). Every other packet arrives as a ``Foreign``: it still advances the
 process's clock, so sweeps happen at the same capture times as in one process, and a foreign
 SYN/ACK still tells the classifier's context that its server answers. Connections do not
 otherwise depend on each other, with one exception: past ``max_active`` open connections, one
@@ -31,7 +31,9 @@ from __future__ import annotations
 import heapq
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 
@@ -43,9 +45,11 @@ from analyzer.tracker import Timeouts, Tracker, _key
 
 END = sys.maxsize  # the sweep count given to connections still open at the end
 NEW, DONE = 0, 1  # event kinds
-BATCH = 512  # events per message from a share's process
+BATCH = 256  # events per message from a share's process
+AHEAD = 64  # messages a share's process may be ahead of the merge (its memory stays flat)
 MAX_AUTO_SHARES = 4  # past this, every share's walk of the whole file costs more than it saves
 SHARE_MIN_BYTES = 64 << 20  # smaller files: forking is not worth it (unless --jobs says so)
+PARENT_WEIGHT = 0.8  # the parent's share, against 1 for the others: it also merges and writes
 
 
 def auto_shares() -> int:
@@ -56,6 +60,18 @@ def auto_shares() -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, MAX_AUTO_SHARES))
+
+
+def share_ranges(n: int) -> list[tuple[int, int]]:
+    """The bucket ranges [lo, hi) of ``n`` shares, covering every bucket once."""
+    from analyzer.capture.fastreader import SHARE_BUCKETS
+
+    weights = [PARENT_WEIGHT] + [1.0] * (n - 1)
+    edges, acc = [0], 0.0
+    for w in weights[:-1]:
+        acc += w
+        edges.append(round(SHARE_BUCKETS * acc / sum(weights)))
+    return list(zip(edges, edges[1:] + [SHARE_BUCKETS], strict=True))
 
 
 class ShareTracker(Tracker):
@@ -161,12 +177,28 @@ def _share_process(path: str, name: str, share: tuple[int, int], opts: Options, 
         send.close()
 
 
-def _received(recv, share: int, totals: dict) -> Iterator[tuple]:
+def _drain(recv, inbox: queue.Queue) -> None:
+    """A thread of the parent: a share's messages into ``inbox`` as they come, so that the share's
+    process is never held up by a full pipe while the parent works on its own share."""
     while True:
         try:
-            tag, body = recv.recv()
+            msg = recv.recv()
         except (EOFError, OSError):
-            raise Fallback(f"the process reading share {share} ended early") from None
+            inbox.put(("lost", None))
+            return
+        inbox.put(msg)
+        if msg[0] != "events":
+            return
+
+
+def _received(recv, share: int, totals: dict) -> Iterator[tuple]:
+    inbox: queue.Queue = queue.Queue(AHEAD)
+    threading.Thread(target=_drain, args=(recv, inbox), daemon=True,
+                     name=f"rstscope share {share} inbox").start()
+    while True:
+        tag, body = inbox.get()
+        if tag == "lost":
+            raise Fallback(f"the process reading share {share} ended early")
         if tag == "events":
             yield from body
         elif tag == "end":
@@ -185,14 +217,15 @@ def share_records(path: str, name: str, report: FileReport, opts: Options, share
 
     columns.warm_up()  # before forking: the children share the loaded kernel's memory
     ctx = multiprocessing.get_context("fork")
-    mine = share_events(share_reader(path, (0, shares), opts, progress), name, opts, report)
+    ranges = share_ranges(shares)
+    mine = share_events(share_reader(path, ranges[0], opts, progress), name, opts, report)
     sys.stdout.flush()  # a forked child must not write the parent's buffered output again
     sys.stderr.flush()
     procs, streams, totals = [], [], {}
     try:
         for i in range(1, shares):
             recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_share_process, args=(path, name, (i, shares), opts, send),
+            proc = ctx.Process(target=_share_process, args=(path, name, ranges[i], opts, send),
                                daemon=True, name=f"rstscope share {i}")
             proc.start()
             send.close()
