@@ -89,7 +89,7 @@ def test_kernel_and_python_agree_on_every_connections_share():
 def test_share_ranges_cover_every_bucket_once_and_the_parent_takes_less(n):
     ranges = share_mod.share_ranges(n)
     assert ranges[0][0] == 0 and ranges[-1][1] == SHARE_BUCKETS
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in zip(ranges[:-1], ranges[1:], strict=True))
     sizes = [hi - lo for lo, hi in ranges]
     assert all(s > 0 for s in sizes) and (n == 1 or sizes[0] < min(sizes[1:]))
 
