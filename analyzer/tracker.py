@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from analyzer.connection import Connection
 from analyzer.segment import ACK, RST, SYN, Segment, SegmentRun, Ticks
@@ -91,6 +92,11 @@ class Tracker:
         self.evicted_early = 0  # connections finished early because max_active was reached
         # accepted runs not yet ended: id(run) -> (key, connection)
         self.pending_runs: dict[int, tuple[Key, Connection]] = {}
+        # ids of the connections a sweep found neither expired nor ended, untouched since: they
+        # are the first len(quiet) of ``active`` (a touch moves a connection to the end) and
+        # none can expire before quiet_end + idle (see sweep)
+        self.quiet: set[int] = set()
+        self.quiet_end = float("inf")
 
     def feed(self, seg: Segment) -> None:
         key = _key(seg)
@@ -113,6 +119,7 @@ class Tracker:
             self.peak_active = max(self.peak_active, len(self.active))
         else:
             self.active.move_to_end(key)
+            self.quiet.discard(conn.conn_id)
         if seg.is_icmp:
             conn.observe_icmp(seg)
         else:
@@ -154,6 +161,7 @@ class Tracker:
         conn.observe_run(run)
         conn.zeek.observe_run(run)
         self.active.move_to_end(key)
+        self.quiet.discard(conn.conn_id)
 
     def ticks(self, ticks: Ticks) -> None:
         if self.last_sweep is not None \
@@ -185,21 +193,42 @@ class Tracker:
             and not conn.sent["server"].packets
 
     def sweep(self, now: float) -> None:
-        """Finish connections idle past their timeout (oldest activity first)."""
+        """Finish connections idle past their timeout (oldest activity first).
+
+        The connections walked are those before the first one active less than ``closed`` ago;
+        those finished are the ones idle past ``idle`` or ended. A connection left open by a
+        sweep stays as it was until touched (its idle time only grows), so the next sweeps skip
+        the quiet ones at the head until the oldest of them could have expired: a capture with
+        many idle open connections is not walked again at every sweep."""
         self.last_sweep = now
         t = self.timeouts
+        quiet = self.quiet
+        items = iter(self.active.items())
+        if quiet and now - self.quiet_end <= t.idle:
+            items = islice(items, len(quiet), None)
+            lowest = self.quiet_end
+        else:
+            quiet.clear()
+            lowest = float("inf")
         expired = []
-        for key, conn in self.active.items():
-            idle = now - conn.end
+        for key, conn in items:
+            end = conn.end
+            idle = now - end
             if idle < t.closed:
                 break  # ordered by last activity: everything after is younger
             if idle > t.idle or conn.ended:
                 expired.append((key, conn))
+            else:
+                quiet.add(conn.conn_id)
+                if end < lowest:
+                    lowest = end
+        self.quiet_end = lowest
         for key, conn in expired:
             self._finish(key, conn)
 
     def _finish(self, key: Key, conn: Connection) -> None:
         del self.active[key]
+        self.quiet.discard(conn.conn_id)
         self.ended_ids.discard(conn.conn_id)
         self.on_finish(conn)
 
@@ -207,6 +236,7 @@ class Tracker:
         """End of input: every connection still open is finished, in order of first frame."""
         rest = sorted(self.active.values(), key=lambda c: c.conn_id)
         self.active.clear()
+        self.quiet.clear()
         self.ended_ids.clear()
         for conn in rest:
             self.on_finish(conn)
