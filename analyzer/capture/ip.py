@@ -58,6 +58,8 @@ _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
 _TCP8 = struct.Struct("!HHI")  # first 8 bytes: sport dport seq
 _TSOPT = struct.Struct("!II")  # timestamp option value and echo reply
 _NOP_NOP_TS = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10))
+_MSS4 = bytes((2, 4))  # MSS option, length 4
+_SACKOK_TS = bytes((4, 2, TCPOPT_TIMESTAMP, 10))  # SACK permitted (length 2), then timestamp
 
 _V4_UNREACH_KIND = {
     0: ICMP_NET_UNREACH, 6: ICMP_NET_UNREACH, 11: ICMP_NET_UNREACH,
@@ -105,6 +107,10 @@ def tcp_timestamps(data: bytes, start: int, end: int) -> tuple[int, int] | None:
     # the layout Linux sends on every segment after the handshake: NOP, NOP, timestamp
     if data[start:start + 4] == _NOP_NOP_TS and start + 12 <= end:
         return _TSOPT.unpack_from(data, start + 4)
+    # ... and on its SYNs: MSS, SACK permitted, timestamp (then NOP, window scale)
+    if data[start:start + 2] == _MSS4 and data[start + 4:start + 8] == _SACKOK_TS \
+            and start + 16 <= end:
+        return _TSOPT.unpack_from(data, start + 8)
     i = start
     while i < end:
         kind = data[i]
