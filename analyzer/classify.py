@@ -479,8 +479,7 @@ def classify(conn: Connection, ctx: Context | None = None) -> Verdict:
         if sees and sees[0] in GAVE_UP and icmp_final \
                 and conn.ep[role].state.value not in ("CLOSED", "UNKNOWN"):
             conn.give_up(role)
-    if conn.anomalies:
-        verdict.secondary.extend(a.text() for a in conn.anomalies[:10])
+    verdict.secondary.extend(a.text() for a in conn.anomalies[:10])
     for role, d in conn.sent.items():
         if d.retransmissions:
             verdict.secondary.append(f"{d.retransmissions} retransmission(s) from the {role}")
