@@ -1,6 +1,10 @@
 """Scale-out figures for the README: one capture read by one process and by two.
 
-    python bench/scale_bench.py bench-data/teardowns-10M-s1.pcap [--runs python,fast,jobs2,dask2]
+    python bench/scale_bench.py bench-data/teardowns-10M-s1.pcap [--runs python,fast,shares2,...]
+
+python: one process, segment by segment; fast: one process, the fast reader; shares2: the fast
+reader in two processes, each tracking a share of the connections (the default for a large pcap
+file on two CPUs); jobs2 and dask2: the file cut into chunks read by two Python-engine workers.
 
 Each configuration runs ``rstscope analyze --json`` under /usr/bin/time -v (elapsed time, peak
 resident memory of the largest process) and the outputs are compared byte for byte. Before and
@@ -21,9 +25,10 @@ import sys
 import time
 
 RUNS = {
-    "python": ["--engine", "python"],
-    "fast": [],
-    "jobs2": ["--jobs", "2"],
+    "python": ["--engine", "python", "--jobs", "1"],
+    "fast": ["--jobs", "1"],
+    "shares2": ["--jobs", "2"],
+    "jobs2": ["--engine", "python", "--jobs", "2"],
     "dask2": ["--dask", "local", "--jobs", "2"],
 }
 
@@ -65,7 +70,7 @@ def run(capture: str, name: str, out_dir: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("capture")
-    p.add_argument("--runs", default="python,fast,jobs2,dask2")
+    p.add_argument("--runs", default="python,fast,shares2,jobs2,dask2")
     p.add_argument("--out", default="/tmp/scale-bench")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -47,7 +47,7 @@ def prepare(args, progress=None):
     parallel = bool(dask) or (jobs or 1) > 1
     workers = Workers(jobs, dask) if parallel and any(u.error is None for u in units) else None
     # large pcap files: read in shares by local processes (not on a cluster: each process
-    # walks the whole file)
-    shares = 1 if dask else jobs or auto_shares()
+    # walks the whole file; not when chunks are asked for by size)
+    shares = 1 if dask or size else jobs or auto_shares()
     return units, Runner(units, opts, workers, chunk_bytes=chunk, progress=progress,
                          shares=shares, shares_auto=jobs is None)
