@@ -16,6 +16,7 @@ is read again in this process, the records already given are skipped, and stderr
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import struct
@@ -169,8 +170,9 @@ class Runner:
         if index in self.shared:
             path = unit.paths[0]
             try:
-                for rec in share_records(path, unit.name, report, self.opts, self.shared[index],
-                                         self.progress(path) if self.progress else None):
+                for rec in without_gc(share_records(
+                        path, unit.name, report, self.opts, self.shared[index],
+                        self.progress(path) if self.progress else None)):
                     given += 1
                     yield rec, None
                 return
@@ -179,6 +181,7 @@ class Runner:
                 self.say(f"{unit.name}: read again in one process: {why}")
                 report.stats, report.problems[:], report.notes[:] = None, [], []
                 report.run_segments = 0
+                gc.collect()  # the abandoned share's connections (cyclic GC is off meanwhile)
         if isinstance(plan, str):
             self.say(f"{unit.name}: read in one process: {plan}")
         if isinstance(plan, list) and plan:
