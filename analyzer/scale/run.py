@@ -181,7 +181,8 @@ class Runner:
                 self.say(f"{unit.name}: read again in one process: {why}")
                 report.stats, report.problems[:], report.notes[:] = None, [], []
                 report.run_segments = 0
-                gc.collect()  # the abandoned share's connections (cyclic GC is off meanwhile)
+            # (here, not in the except clause, whose exception still holds the share's frames)
+            gc.collect()  # the abandoned share's connections (cyclic GC is off meanwhile)
         if isinstance(plan, str):
             self.say(f"{unit.name}: read in one process: {plan}")
         if isinstance(plan, list) and plan:
