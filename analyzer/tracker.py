@@ -9,6 +9,7 @@ the file. Finished connections are handed to ``on_finish`` as soon as they are k
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,11 +93,13 @@ class Tracker:
         self.evicted_early = 0  # connections finished early because max_active was reached
         # accepted runs not yet ended: id(run) -> (key, connection)
         self.pending_runs: dict[int, tuple[Key, Connection]] = {}
-        # ids of the connections a sweep found neither expired nor ended, untouched since: they
-        # are the first len(quiet) of ``active`` (a touch moves a connection to the end) and
-        # none can expire before quiet_end + idle (see sweep)
-        self.quiet: set[int] = set()
-        self.quiet_end = float("inf")
+        # the connections a sweep found neither expired nor ended, untouched since (conn id ->
+        # its place in the LRU order): they are the first len(quiet) of ``active`` (a touch
+        # moves a connection to the end); by_end holds them by last packet, to find the ones
+        # idle past the timeout without walking the others (see sweep)
+        self.quiet: dict[int, int] = {}
+        self.by_end: list[tuple] = []  # heap of (end, place, key); stale entries skipped
+        self.places = 0
 
     def feed(self, seg: Segment) -> None:
         key = _key(seg)
@@ -119,7 +122,7 @@ class Tracker:
             self.peak_active = max(self.peak_active, len(self.active))
         else:
             self.active.move_to_end(key)
-            self.quiet.discard(conn.conn_id)
+            self.quiet.pop(conn.conn_id, None)
         if seg.is_icmp:
             conn.observe_icmp(seg)
         else:
@@ -161,7 +164,7 @@ class Tracker:
         conn.observe_run(run)
         conn.zeek.observe_run(run)
         self.active.move_to_end(key)
-        self.quiet.discard(conn.conn_id)
+        self.quiet.pop(conn.conn_id, None)
 
     def ticks(self, ticks: Ticks) -> None:
         if self.last_sweep is not None \
@@ -197,21 +200,27 @@ class Tracker:
 
         The connections walked are those before the first one active less than ``closed`` ago;
         those finished are the ones idle past ``idle`` or ended. A connection left open by a
-        sweep stays as it was until touched (its idle time only grows), so the next sweeps skip
-        the quiet ones at the head until the oldest of them could have expired: a capture with
-        many idle open connections is not walked again at every sweep."""
+        sweep stays as it was until touched (its idle time only grows, its ``ended`` does not
+        change), so the next sweeps skip these quiet ones at the head, taking from them only
+        those now idle past the timeout (by_end), in their LRU order: a capture with many idle
+        open connections is not walked again at every sweep."""
         self.last_sweep = now
         t = self.timeouts
-        quiet = self.quiet
-        items = iter(self.active.items())
-        if quiet and now - self.quiet_end <= t.idle:
-            items = islice(items, len(quiet), None)
-            lowest = self.quiet_end
-        else:
-            quiet.clear()
-            lowest = float("inf")
-        expired = []
-        for key, conn in items:
+        quiet, by_end = self.quiet, self.by_end
+        active = self.active
+        if len(by_end) > 2 * len(quiet) + 4096:  # mostly stale (touched, evicted): rebuild
+            by_end[:] = [(c.end, quiet[c.conn_id], k) for k, c in islice(active.items(),
+                                                                          len(quiet))]
+            heapq.heapify(by_end)
+        gone = []  # quiet ones idle past the timeout now: (place, key, conn)
+        while by_end and now - by_end[0][0] > t.idle:
+            _end, place, key = heapq.heappop(by_end)
+            conn = active.get(key)
+            if conn is not None and quiet.get(conn.conn_id) == place:
+                gone.append((place, key, conn))
+        gone.sort(key=lambda g: g[0])
+        expired = [(key, conn) for _place, key, conn in gone]
+        for key, conn in islice(active.items(), len(quiet), None):
             end = conn.end
             idle = now - end
             if idle < t.closed:
@@ -219,16 +228,15 @@ class Tracker:
             if idle > t.idle or conn.ended:
                 expired.append((key, conn))
             else:
-                quiet.add(conn.conn_id)
-                if end < lowest:
-                    lowest = end
-        self.quiet_end = lowest
+                self.places += 1
+                quiet[conn.conn_id] = self.places
+                heapq.heappush(by_end, (end, self.places, key))
         for key, conn in expired:
             self._finish(key, conn)
 
     def _finish(self, key: Key, conn: Connection) -> None:
         del self.active[key]
-        self.quiet.discard(conn.conn_id)
+        self.quiet.pop(conn.conn_id, None)
         self.ended_ids.discard(conn.conn_id)
         self.on_finish(conn)
 
@@ -237,6 +245,7 @@ class Tracker:
         rest = sorted(self.active.values(), key=lambda c: c.conn_id)
         self.active.clear()
         self.quiet.clear()
+        self.by_end.clear()
         self.ended_ids.clear()
         for conn in rest:
             self.on_finish(conn)

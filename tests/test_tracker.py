@@ -51,8 +51,7 @@ def test_quiet_sweep_finishes_what_the_full_walk_finishes(idle_heavy, monkeypatc
     real = Tracker.sweep
 
     def counting(self, now):
-        if self.quiet and now - self.quiet_end <= self.timeouts.idle:
-            skipped.append(len(self.quiet))
+        skipped.append(len(self.quiet))  # walked past without a look
         real(self, now)
 
     monkeypatch.setattr(Tracker, "sweep", counting)
