@@ -56,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--rotated", action="store_true",
                    help="group the files named one by one into rotated sets too")
     a.add_argument("--jobs", "-j", type=int, metavar="N",
-                   help="read with N local processes (the output is the same as with one); "
-                        "default: a pcap file over 64 MB is read by a process per CPU (at most "
-                        "4), each tracking a share of its connections; --jobs 1: one process")
+                   help="read with N local processes (the output is the same as with one): "
+                        "pcap files in shares (each process tracks a share of the "
+                        "connections), others in chunks")
     a.add_argument("--dask", metavar="ADDRESS",
                    help="read on a Dask cluster (tcp://host:8786), or 'local' for a local one")
     a.add_argument("--chunk-size", metavar="SIZE",

@@ -7,7 +7,8 @@ child process measured alone (wall clock; user and system CPU from /usr/bin/time
 included). Memory: the larger of /usr/bin/time's peak RSS (that of the largest process) and the
 peak of the process tree's summed PSS (proportional set size: a page shared by forked processes
 counted once), sampled every 20 ms, since rstscope reads a large file with a process per CPU.
-"rstscope" is the default command; "rstscope-1p" is the same with ``--jobs 1`` (one process).
+"rstscope" is the default command (one process); "rstscope-j2" adds ``--jobs 2`` (the file read in
+two shares, each process tracking half of the connections).
 
     python bench/run_bench.py            # 1M teardowns x 3 rounds, the others and 10M x 1
     python bench/run_bench.py --quick    # the 1M teardown file, 1 round
@@ -43,7 +44,7 @@ def commands(path: str) -> dict[str, list[str] | None]:
     rs = rstscope_bin()
     return {
         "rstscope": [rs, "analyze", "--json", path] if rs else None,
-        "rstscope-1p": [rs, "analyze", "--json", "--jobs", "1", path] if rs else None,
+        "rstscope-j2": [rs, "analyze", "--json", "--jobs", "2", path] if rs else None,
         "tshark": ["tshark", "-q", "-z", "conv,tcp", "-r", path] if shutil.which("tshark")
         else None,
         "tcptrace": ["tcptrace", "-n", "-l", path] if shutil.which("tcptrace") else None,
@@ -225,7 +226,7 @@ class Bench:
                  f"{'RSS MB':>7} {'pkt/s':>11} {'rstscope vs':>12}"]
         for name in self.packets:
             mine = self.stats(name, "rstscope")
-            for tool in ("rstscope", "rstscope-1p", "tshark", "tcptrace"):
+            for tool in ("rstscope", "rstscope-j2", "tshark", "tcptrace"):
                 s = self.stats(name, tool)
                 if s is None:
                     continue

@@ -2,9 +2,9 @@
 
     python bench/scale_bench.py bench-data/teardowns-10M-s1.pcap [--runs python,fast,shares2,...]
 
-python: one process, segment by segment; fast: one process, the fast reader; shares2: the fast
-reader in two processes, each tracking a share of the connections (the default for a large pcap
-file on two CPUs); jobs2 and dask2: the file cut into chunks read by two Python-engine workers.
+python: one process, segment by segment; fast: one process, the fast reader (the default);
+shares2: the fast reader in two processes, each tracking a share of the connections (--jobs 2);
+jobs2 and dask2: the file cut into chunks read by two Python-engine workers.
 
 Each configuration runs ``rstscope analyze --json`` under /usr/bin/time -v (elapsed time, peak
 resident memory of the largest process) and the outputs are compared byte for byte. Before and

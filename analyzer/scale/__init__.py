@@ -31,7 +31,6 @@ def prepare(args, progress=None):
     callable fed the byte offset reached. The caller closes the runner."""
     from analyzer.scale.inputs import expand
     from analyzer.scale.run import CHUNK_BYTES, Runner, Workers
-    from analyzer.scale.share import auto_shares
     from analyzer.scale.worker import Options
 
     jobs = getattr(args, "jobs", None)
@@ -46,8 +45,8 @@ def prepare(args, progress=None):
                    engine=getattr(args, "engine", "auto"))
     parallel = bool(dask) or (jobs or 1) > 1
     workers = Workers(jobs, dask) if parallel and any(u.error is None for u in units) else None
-    # large pcap files: read in shares by local processes (not on a cluster: each process
-    # walks the whole file; not when chunks are asked for by size)
-    shares = 1 if dask or size else jobs or auto_shares()
+    # with --jobs, pcap files are read in shares by local processes (not on a cluster: each
+    # process walks the whole file; not when chunks are asked for by size)
+    shares = 1 if dask or size else jobs or 1
     return units, Runner(units, opts, workers, chunk_bytes=chunk, progress=progress,
-                         shares=shares, shares_auto=jobs is None)
+                         shares=shares)

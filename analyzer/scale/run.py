@@ -1,10 +1,9 @@
 """Running captures: in this process, on local worker processes (``--jobs``), or on a Dask
 cluster (``--dask``); the same records, in the same order, whichever.
 
-A pcap file the fast reader takes is read in *shares* by local processes (``share``: each walks
-the whole file but tracks a share of its connections); by default when it is large
-(``share.SHARE_MIN_BYTES``), on the CPUs available (at most ``share.MAX_AUTO_SHARES``), or on
-``--jobs N`` processes. Other files are cut into chunks for ``--jobs`` and ``--dask``:
+With ``--jobs N``, a pcap file the fast reader takes is read in *shares* by N local processes
+(``share``: each walks the whole file but tracks a share of its connections). Other files, and
+all with ``--chunk-size`` or ``--dask``, are cut into chunks:
 
 ``Runner.records(unit, reports)`` yields (record, None) pairs as ``pipeline.iter_records`` does
 (the connection objects stay with the workers). In parallel, a capture is cut into chunks
@@ -41,7 +40,7 @@ from analyzer.scale import chunk as chunks
 from analyzer.scale.inputs import Unit
 from analyzer.scale.layout import layout, record_offsets
 from analyzer.scale.merge import Fallback, Merger
-from analyzer.scale.share import SHARE_MIN_BYTES, share_records
+from analyzer.scale.share import share_records
 from analyzer.scale.worker import Options, analyze_chunk
 
 CHUNK_BYTES = 256 << 20  # a chunk's size: seconds of work, few cuts for the merge to mend
@@ -100,8 +99,7 @@ class Runner:
     """Reads units one after the other; with workers, keeps them busy ahead."""
 
     def __init__(self, units: list[Unit], opts: Options, workers: Workers | None = None,
-                 chunk_bytes: int = CHUNK_BYTES, say=None, progress=None, shares: int = 1,
-                 shares_auto: bool = False):
+                 chunk_bytes: int = CHUNK_BYTES, say=None, progress=None, shares: int = 1):
         self.units, self.opts, self.pool_of = units, opts, workers
         self.progress = progress  # path -> callable(byte offset) or None
         self.chunk_bytes = chunk_bytes
@@ -111,9 +109,9 @@ class Runner:
         self.todo: deque = deque()  # specs not yet submitted, in order
         self.fallbacks = 0
         self.last_merger: Merger | None = None
-        # unit index -> processes reading it in shares (``shares_auto``: large files only)
+        # unit index -> processes reading it in shares
         self.shared = {i: shares for i, unit in enumerate(units)
-                       if shares > 1 and self._shareable(unit, shares_auto)}
+                       if shares > 1 and self._shareable(unit)}
         if workers is not None:
             for i, unit in enumerate(units):
                 if i in self.shared:
@@ -123,15 +121,14 @@ class Runner:
                 if isinstance(plan, list):
                     self.todo.extend(plan)
 
-    def _shareable(self, unit: Unit, auto: bool) -> bool:
+    def _shareable(self, unit: Unit) -> bool:
         from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
 
         o = self.opts
         if unit.error is not None or len(unit.paths) != 1 or unit.paths[0] == "-" \
                 or o.engine == "python" or o.zeek_options.get("boundaries"):
             return False
-        least = SHARE_MIN_BYTES if auto else MIN_FAST_BYTES if o.engine == "auto" else 0
-        return fast_eligible(unit.paths[0], min_bytes=least)
+        return fast_eligible(unit.paths[0], min_bytes=MIN_FAST_BYTES if o.engine == "auto" else 0)
 
     def _plan(self, index: int, unit: Unit) -> list[chunks.ChunkSpec] | str | None:
         """The chunks of a unit, or why it is read in this process (None: no need to say)."""

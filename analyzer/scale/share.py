@@ -47,19 +47,7 @@ END = sys.maxsize  # the sweep count given to connections still open at the end
 NEW, DONE = 0, 1  # event kinds
 BATCH = 256  # events per message from a share's process
 AHEAD = 64  # messages a share's process may be ahead of the merge (its memory stays flat)
-MAX_AUTO_SHARES = 4  # past this, every share's walk of the whole file costs more than it saves
-SHARE_MIN_BYTES = 64 << 20  # smaller files: forking is not worth it (unless --jobs says so)
 PARENT_WEIGHT = 0.8  # the parent's share, against 1 for the others: it also merges and writes
-
-
-def auto_shares() -> int:
-    """How many processes to read a large file with when the user did not say: the CPUs this
-    process may run on, at most MAX_AUTO_SHARES."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_AUTO_SHARES))
 
 
 def share_ranges(n: int) -> list[tuple[int, int]]:
