@@ -183,16 +183,32 @@ def without_gc(pairs: Iterator) -> Iterator:
             gc.enable()
 
 
+def takes_fast_reader(path: str, engine: str, zeek_options: dict | None) -> bool:
+    """Whether ``engine`` ("auto", "fast", "python") reads ``path`` with the fast reader: not
+    with Zeek's boundaries (Zeek splits connections the runs cannot see), and under "auto" only
+    uncompressed pcap files of a few MB up."""
+    from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
+
+    if engine == "python" or (zeek_options or {}).get("boundaries"):
+        return False
+    return fast_eligible(path, min_bytes=MIN_FAST_BYTES if engine == "auto" else 0)
+
+
+def fast_reader(path: str, timeouts: Timeouts, check_ip_checksums: bool, progress=None,
+                share: tuple[int, int] | None = None):
+    """The fast reader for ``path`` (its runs never span half the idle timeout)."""
+    from analyzer.capture.fastreader import FastReader
+
+    return FastReader(path, check_ip_checksums=check_ip_checksums, idle_limit=timeouts.idle / 2,
+                      progress=progress, share=share)
+
+
 def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
                  check_ip_checksums: bool, zeek_options: dict | None, engine: str, progress
                  ) -> Iterator[tuple[Connection, Verdict]]:
-    from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
-
     timeouts = timeouts or Timeouts()
     skip = 0
-    boundaries = bool((zeek_options or {}).get("boundaries"))
-    if engine != "python" and not boundaries and fast_eligible(
-            path, min_bytes=MIN_FAST_BYTES if engine == "auto" else 0):
+    if takes_fast_reader(path, engine, zeek_options):
         try:
             for pair in _fast_connections(path, report, timeouts, check_ip_checksums,
                                           zeek_options, progress):
@@ -266,11 +282,8 @@ def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = N
 def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
                       check_ip_checksums: bool, zeek_options: dict | None, progress
                       ) -> Iterator[tuple[Connection, Verdict]]:
-    from analyzer.capture.fastreader import FastReader
-
     # the fast reader reports progress itself, once per block
-    reader = FastReader(path, check_ip_checksums=check_ip_checksums,
-                        idle_limit=timeouts.idle / 2, progress=progress)
+    reader = fast_reader(path, timeouts, check_ip_checksums, progress)
     report.engine = "fast"
     yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options)
 

@@ -255,7 +255,7 @@ class FastReader:
             kind_i = rows[i][cols.P_KIND] if i in rows else int(kind[i])
             if kind_i == cols.KEYED or kind_i == cols.PLAIN:
                 return segment(i, count_plain)  # the kernel kept only our share's
-            seg = segment(i, True if kind_i == cols.FOREIGN else count_plain)
+            seg = segment(i, count_plain or kind_i == cols.FOREIGN)  # (FOREIGN: kernel-counted)
             return seg if seg is None else self._sorted(seg)
 
         ei = 0

@@ -34,6 +34,7 @@ from analyzer.pipeline import (
     iter_connections,
     make_record,
     reader_connections,
+    takes_fast_reader,
     without_gc,
 )
 from analyzer.scale import chunk as chunks
@@ -122,13 +123,8 @@ class Runner:
                     self.todo.extend(plan)
 
     def _shareable(self, unit: Unit) -> bool:
-        from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
-
-        o = self.opts
-        if unit.error is not None or len(unit.paths) != 1 or unit.paths[0] == "-" \
-                or o.engine == "python" or o.zeek_options.get("boundaries"):
-            return False
-        return fast_eligible(unit.paths[0], min_bytes=MIN_FAST_BYTES if o.engine == "auto" else 0)
+        return unit.error is None and len(unit.paths) == 1 and unit.paths[0] != "-" \
+            and takes_fast_reader(unit.paths[0], self.opts.engine, self.opts.zeek_options)
 
     def _plan(self, index: int, unit: Unit) -> list[chunks.ChunkSpec] | str | None:
         """The chunks of a unit, or why it is read in this process (None: no need to say)."""

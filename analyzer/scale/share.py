@@ -3,9 +3,10 @@ connections; the same records, in the same order, as one process.
 
 Every process walks the whole file with the fast reader (the compiled kernel makes that cheap),
 but builds, tracks and classifies only the connections whose 4-tuple's bucket falls in its
-share (``fastreader.bucket_of``; share 0, the parent's, is smaller: it also merges). Every other packet arrives as a ``Foreign``: it still advances the
-process's clock, so sweeps happen at the same capture times as in one process, and a foreign
-SYN/ACK still tells the classifier's context that its server answers. Connections do not
+share (``fastreader.bucket_of``; share 0, the parent's, is smaller: it also merges). Every other
+packet arrives as a ``Foreign``: it still advances the process's clock, so sweeps happen at the
+same capture times as in one process, and a foreign SYN/ACK still tells the classifier's context
+that its server answers. Connections do not
 otherwise depend on each other, with one exception: past ``max_active`` open connections, one
 process finishes the least recently active one early. Shares cannot see that, so the parent
 counts the connections open at each moment and, if one process would have evicted, the file is
@@ -37,7 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 
-from analyzer.pipeline import FileReport, make_record, reader_connections, without_gc
+from analyzer.pipeline import FileReport, fast_reader, make_record, reader_connections, without_gc
 from analyzer.scale.merge import Fallback
 from analyzer.scale.worker import Options
 from analyzer.segment import Segment, SegmentRun
@@ -121,10 +122,7 @@ class ShareTracker(Tracker):
 
 def share_reader(path: str, share: tuple[int, int], opts: Options, progress=None):
     """The fast reader of one share (raises UnreadableCapture if the file does not open)."""
-    from analyzer.capture.fastreader import FastReader
-
-    return FastReader(path, check_ip_checksums=opts.check_ip_checksums,
-                      idle_limit=opts.timeouts.idle / 2, progress=progress, share=share)
+    return fast_reader(path, opts.timeouts, opts.check_ip_checksums, progress, share)
 
 
 def share_events(reader, name: str, opts: Options, report: FileReport) -> Iterator[tuple]:
