@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 
 from analyzer import synth
-from analyzer.capture.fastreader import fast_eligible
 from analyzer.cli import main
 from analyzer.errors import UnreadableCapture
 from analyzer.pipeline import FileReport, iter_connections, make_record
 from analyzer.report.progress import Progress
 from analyzer.tracker import Timeouts
-
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path("/work/shared/zeek-oracle/traces")
+from tests.reading_helpers import assert_same_reading, fast_corpus
 
 
 def _run(path, engine, timeouts=None):
@@ -32,12 +28,7 @@ def _same(path, timeouts=None):
     fast, frep = _run(path, "fast", timeouts)
     slow, srep = _run(path, "python", timeouts)
     assert frep.engine.startswith("fast") and srep.engine == "python"
-    assert len(fast) == len(slow), path
-    for a, b in zip(fast, slow, strict=True):
-        assert a == b, (path, {k: (a[k], b[k]) for k in a if a[k] != b[k]})
-    assert frep.stats == srep.stats, path
-    assert [str(p) for p in frep.problems] == [str(p) for p in srep.problems], path
-    assert frep.notes == srep.notes, path
+    assert_same_reading(path, fast, frep, slow, srep)
     return fast, frep
 
 
@@ -49,13 +40,8 @@ def synthetic(tmp_path_factory):
 
 
 def test_same_answer_on_every_bundled_capture_and_zeek_trace():
-    files = sorted((ROOT / "captures").glob("*.pcap"))
-    if ORACLE.is_dir():
-        files += sorted(p for p in ORACLE.rglob("*") if p.is_file())
     checked = 0
-    for f in files:
-        if not fast_eligible(str(f)):
-            continue  # pcapng or compressed: the fast reader does not take them
+    for f in fast_corpus():  # (pcapng or compressed: the fast reader does not take them)
         try:
             _same(f)
         except UnreadableCapture:

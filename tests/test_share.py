@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import random
 import socket
-from pathlib import Path
 
 import pytest
 
 from analyzer import synth
-from analyzer.capture.fastreader import SHARE_BUCKETS, bucket_of, fast_eligible
+from analyzer.capture.fastreader import SHARE_BUCKETS, bucket_of
 from analyzer.cli import main
 from analyzer.errors import UnreadableCapture
 from analyzer.pipeline import FileReport, iter_connections, make_record, without_gc
@@ -20,9 +19,7 @@ from analyzer.scale.share import share_records
 from analyzer.scale.worker import Options
 from analyzer.segment import Segment
 from analyzer.tracker import Timeouts
-
-ROOT = Path(__file__).resolve().parent.parent
-ORACLE = Path("/work/shared/zeek-oracle/traces")
+from tests.reading_helpers import assert_same_reading, fast_corpus
 
 
 def _one(path, timeouts=None):
@@ -41,12 +38,7 @@ def _shared(path, n, timeouts=None):
 def _same(path, n=2, timeouts=None):
     one, orep = _one(path, timeouts)
     many, mrep = _shared(path, n, timeouts)
-    assert len(many) == len(one), path
-    for a, b in zip(many, one, strict=True):
-        assert a == b, (path, {k: (a[k], b[k]) for k in a if a[k] != b[k]})
-    assert mrep.stats == orep.stats, path
-    assert [str(p) for p in mrep.problems] == [str(p) for p in orep.problems], path
-    assert mrep.notes == orep.notes, path
+    assert_same_reading(path, many, mrep, one, orep)
     assert mrep.peak_connections == orep.peak_connections, path
     assert mrep.engine == f"fast, {n} processes"
     return many, mrep
@@ -95,13 +87,8 @@ def test_share_ranges_cover_every_bucket_once_and_the_parent_takes_less(n):
 
 
 def test_same_answer_on_every_bundled_capture_and_zeek_trace():
-    files = sorted((ROOT / "captures").glob("*.pcap"))
-    if ORACLE.is_dir():
-        files += sorted(p for p in ORACLE.rglob("*") if p.is_file())
     checked = 0
-    for f in files:
-        if not fast_eligible(str(f)):
-            continue
+    for f in fast_corpus():
         try:
             for n in (2, 3):
                 _same(f, n)
