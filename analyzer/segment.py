@@ -28,6 +28,9 @@ ICMP_ADMIN_PROHIBITED = "admin_prohibited"  # v4 type 3 code 9/10/13, v6 type 1 
 ICMP_FRAG_NEEDED = "fragmentation_needed"  # v4 type 3 code 4, v6 type 2 (packet too big)
 ICMP_OTHER_UNREACH = "other_unreachable"  # any other destination-unreachable code
 ICMP_TIME_EXCEEDED = "time_exceeded"  # v4 type 11, v6 type 3
+# the kinds in the compiled core's numbering (analyzer/core/seg.pxd): index 0 is "not ICMP"
+ICMP_KINDS = (None, ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH, ICMP_PROTO_UNREACH,
+              ICMP_ADMIN_PROHIBITED, ICMP_FRAG_NEEDED, ICMP_OTHER_UNREACH, ICMP_TIME_EXCEEDED)
 
 
 @dataclass(slots=True)
