@@ -12,12 +12,18 @@ each scripted (``analyzer.synth_cases``) to end as one case of the catalog. Mixe
   receive window of established connections, and sequence-number sweeps (a RST at every offset
   around a small window, below it, or past the exact number): ``ignored_reset``, or
   ``injected_reset`` when one hits.
+- ``short``: the shape where resets live, about 13 packets a connection: HTTP/1.0-like exchanges
+  closed by the server, refusals, resets of unread data, linger-0 aborts, SYNs to silent hosts
+  retried with backoff, writes after the peer's close; 20 % IPv6 by default, documentation
+  addresses (198.51.100.0/24 and 2001:db8:c::/64 clients, 203.0.113.0/24 and 2001:db8:5::/64
+  servers).
 
 The file is streamed: segments wait in a buffer only until no connection yet to start can precede
 them, so memory follows the connections open at once, not the file. It holds at least
 ``packets`` packets: connections already started are finished after the count is reached.
 
     python -m analyzer.synth OUT.pcap --packets N [--seed S] [--mix M] [--ipv6-share F] [--force]
+    python -m analyzer.synth OUT.pcap --packets N --mix short
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ from collections import Counter
 from operator import itemgetter
 
 from analyzer.segment import ACK, RST, SYN
-from analyzer.synth_cases import SCRIPTS, Conn, storm, sweep
+from analyzer.synth_cases import SCRIPTS, SHORT_SCRIPTS, Conn, storm, sweep
 from analyzer.synth_wire import PCAP_HEADER, Payloads, Side, frame, syn_options
 
-MIXES = ("teardowns", "syn_flood", "rst_storm")
+MIXES = ("teardowns", "syn_flood", "rst_storm", "short")
 T0 = 1_700_000_000 * 1_000_000  # capture start, microseconds since the epoch
 CLIENTS = 4096  # client hosts; connection i uses host i % CLIENTS, port 32768 + i // CLIENTS
 SERVERS = 48
@@ -62,6 +68,23 @@ V6_CLIENT, V6_SERVER, V6_DARK, V6_SPOOF = (int(ipaddress.ip_address(a)) for a in
     "2001:db8:1::1", "2001:db8:2::1", "2001:db8:3::1", "2001:db8:f::1"))
 
 
+# The short mix's hosts (its own, so that the other mixes' bytes never change): clients, listening
+# servers, and hosts that answer nothing (SYN timeouts), each family in its documentation range.
+SHORT_CLIENTS = {False: (int(ipaddress.ip_address("198.51.100.1")), 254),
+                 True: (int(ipaddress.ip_address("2001:db8:c::1")), 1024)}
+SHORT_SERVERS = {False: int(ipaddress.ip_address("203.0.113.10")),
+                 True: int(ipaddress.ip_address("2001:db8:5::10"))}
+SHORT_DARK = {False: int(ipaddress.ip_address("203.0.113.200")),
+              True: int(ipaddress.ip_address("2001:db8:5::dead:0"))}
+SHORT_NSERVERS = SHORT_NDARK = 32
+SHORT_PORTS = (80, 80, 80, 8080, 8000)  # where the servers listen
+SHORT_CLOSED = (81, 3000, 8081, 9000)  # where nothing does (refusals)
+EPHEMERAL, EPHEMERAL_SPAN = 32768, 61000 - 32768  # Linux's ip_local_port_range
+# about a short-mix connection's mean lifetime (SYN timeouts last seconds, most others tens of
+# ms): the mean gap between starts is this over ``concurrency``
+SHORT_LIFE = 400_000
+
+
 def endpoint_text(addr: bytes, port: int) -> str:
     """As ``analyzer.pipeline.endpoint_text`` prints a client."""
     a = ipaddress.ip_address(addr)
@@ -82,6 +105,7 @@ class _Gen:
         self.truth: dict[str, str] | None = {} if truth else None
         self.deck: list[tuple] = []
         self.macs = [bytes((2, 0, 0, 0, i >> 8, i & 255)) for i in range(256)]
+        self.next_port: dict[bool, list[int]] = {}  # short mix: each client's next port
 
     def push(self, t: int, rec: bytes) -> None:
         self.buf.append((t, rec))
@@ -132,6 +156,56 @@ class _Gen:
         if self.truth is not None:
             self.truth[endpoint_text(cip, cport)] = case
 
+    def _draw_short(self):
+        if not self.deck:
+            self.deck = [(fn, case) for fn, case, w in SHORT_SCRIPTS for _ in range(w)]
+            self.rng.shuffle(self.deck)
+        return self.deck.pop()
+
+    def short_connection(self, t: int) -> None:
+        """One connection of the short mix. Each client host takes its ports in turn from a
+        random start, as connect() does, so no client endpoint repeats within a file until a
+        host has made 28,232 connections (the labels are keyed by client endpoint)."""
+        script, case = self._draw_short()
+        rnd = self.rnd
+        v6 = rnd() < self.ipv6_share
+        base, hosts = SHORT_CLIENTS[v6]
+        ports = self.next_port[v6]
+        host = int(rnd() * hosts)
+        cport = EPHEMERAL + ports[host] % EPHEMERAL_SPAN
+        ports[host] += 1
+        k = int(rnd() * SHORT_NSERVERS)
+        name = script.__name__
+        if name == "syn_backoff":
+            sip, sport = SHORT_DARK[v6] + int(rnd() * SHORT_NDARK), SHORT_PORTS[k % 5]
+        elif name == "refused":
+            sip, sport = SHORT_SERVERS[v6] + k, SHORT_CLOSED[int(rnd() * 4)]
+        else:
+            sip, sport = SHORT_SERVERS[v6] + k, SHORT_PORTS[k % 5]
+        size = 16 if v6 else 4
+        cip, sip_b = (base + host).to_bytes(size, "big"), sip.to_bytes(size, "big")
+        conn = Conn(self, t, self._sides(v6, cip, sip_b, cport, sport, host & 255),
+                    rnd() < 0.8, rnd)
+        script(conn)
+        self.conns += 1
+        self.cases[case] += 1
+        if self.truth is not None:
+            self.truth[endpoint_text(cip, cport)] = case
+
+    def run_short(self, packets: int, concurrency: int) -> None:
+        rng = self.rng
+        for v6 in (False, True):
+            self.next_port[v6] = [int(rng.random() * EPHEMERAL_SPAN)
+                                  for _ in range(SHORT_CLIENTS[v6][1])]
+        gap = SHORT_LIFE / max(1, concurrency)
+        t = T0
+        while self.generated < packets:
+            t += 1 + int(rng.expovariate(1.0 / gap))  # arrivals as a Poisson process
+            self.short_connection(t)
+            if len(self.buf) >= FLUSH_AT:
+                self.flush(t)
+        self.flush(None)
+
     def flood_syn(self, t: int) -> None:
         """One spoofed SYN (its own 4-tuple), answered by RST/ACK one time in two."""
         i = self.flood
@@ -158,6 +232,9 @@ class _Gen:
 
     def run(self, packets: int, concurrency: int) -> None:
         self.f.put(PCAP_HEADER)
+        if self.mix == "short":
+            self.run_short(packets, concurrency)
+            return
         rnd = self.rnd
         t = T0
         gap = max(1, 2_000_000 // max(1, concurrency))  # connections last ~2 s on average
@@ -188,17 +265,21 @@ def _write_all(f, chunks: queue.Queue, errors: list) -> None:
 
 
 def generate(path: str, *, packets: int, seed: int = 0, mix: str = "teardowns",
-             ipv6_share: float = 0.3, truth: bool = False, bulk: tuple[int, int] = (100, 2000),
+             ipv6_share: float | None = None, truth: bool = False,
+             bulk: tuple[int, int] = (100, 2000),
              storm_rsts: int = 256, concurrency: int = 300) -> dict:
     """Write a synthetic capture of at least ``packets`` packets to ``path``.
 
     Returns {"packets": written, "connections": n, "cases": {case: connections}} and, with
     ``truth``, "truth": {client endpoint text (as rstscope prints it): intended case}.
     ``bulk``: range of data segments of a bulk download; ``storm_rsts``: RSTs per reset storm;
-    ``concurrency``: about how many connections are open at once.
+    ``concurrency``: about how many connections are open at once. ``ipv6_share``: by default
+    0.2 for the short mix, 0.3 for the others.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {', '.join(MIXES)}")
+    if ipv6_share is None:
+        ipv6_share = 0.2 if mix == "short" else 0.3
     with open(path, "wb", buffering=0) as f:
         # a writer thread: the kernel's copy of each chunk overlaps the encoding of the next
         chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
@@ -227,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mix", choices=MIXES, default="teardowns")
-    ap.add_argument("--ipv6-share", type=float, default=0.3)
+    ap.add_argument("--ipv6-share", type=float, default=None,
+                    help="share of IPv6 connections (default 0.2 for short, else 0.3)")
     ap.add_argument("--truth", metavar="JSON", help="also write {client: intended case} here")
     ap.add_argument("--force", action="store_true", help="overwrite OUT and JSON if they exist")
     a = ap.parse_args(argv)

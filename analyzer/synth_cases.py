@@ -8,6 +8,8 @@ Times are integer microseconds; each segment of a connection comes at least 1 us
 
 from __future__ import annotations
 
+from math import log
+
 from analyzer.segment import ACK, FIN, PSH, RST, SYN
 from analyzer.synth_wire import M32, Side, frame, syn_options
 
@@ -344,4 +346,42 @@ SCRIPTS = (
     (keepalive_timeout, "keepalive_timeout", 4), (close_wait_stall, "close_wait_stall", 5),
     (injected_reset, "injected_reset", 4), (ignored_reset, "ignored_reset", 4),
     (open_, "open", 8),
+)
+
+
+# ------------------------------------------------------------------ the short mix's own scripts
+
+def http10(c: Conn) -> None:
+    """HTTP/1.0: one request, a response of a few segments (heavy-tailed: mostly small objects,
+    now and then a large one), and the server closes right after its last write."""
+    c.hand()
+    c.request()
+    segs = 1 + min(60, int(-6 * log(1.0 - c.rnd())))  # exponential: mean ~6.5 segments
+    c.data(S, segs, 100 + int(c.rnd() * 1300), first=c.rtt // 2 + int(c.rnd() * 3000))
+    c.tx(S, 30 + int(c.rnd() * 200), FIN | ACK)
+    r = c.rtt // 2
+    if c.rnd() < 0.5:  # the client ACKs the FIN, then its application reads EOF and closes
+        c.tx(C, r, ACK)
+        c.tx(C, 100 + int(c.rnd() * 2000), FIN | ACK)
+    else:  # ... or closes at once: its FIN carries the ACK
+        c.tx(C, r, FIN | ACK)
+    c.tx(S, r, ACK)
+
+
+def syn_backoff(c: Conn) -> None:
+    """connect() to a host that never answers: the SYN retransmitted after 1, 2 and 4 s (Linux's
+    exponential backoff) until the application gives up after one to three retries."""
+    c.tx(C, 0, SYN)
+    rto = 1_000_000
+    for _ in range(1 + int(c.rnd() * 3)):
+        c.tx(C, rto + int(c.rnd() * 3000), SYN, seq=(c.nxt[C] - 1) & M32)
+        rto *= 2
+
+
+# (script, intended case, weight: connections per deck of 100) of the short mix: HTTP/1.0-like
+# exchanges, and the resets and failures of short connections
+SHORT_SCRIPTS = (
+    (http10, "graceful", 60), (refused, "refused", 8), (unread_data_reset, "unread_data_reset", 8),
+    (abortive_close, "abortive_close", 8), (syn_backoff, "syn_timeout", 8),
+    (write_after_close, "write_after_close", 8),
 )

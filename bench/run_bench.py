@@ -1,17 +1,29 @@
-"""Benchmark: rstscope against tshark and tcptrace on synthetic captures (issue 6, "Speed").
+"""Benchmark: rstscope against tshark, tcptrace and NFStream on synthetic captures (the "Speed"
+issue), with the issue's targets.
 
 Captures come from ``analyzer.synth`` and are cached in ``bench-data/`` (regenerated when the
-generator's source changes): 1M and 10M packet teardown mixes, a 1M SYN flood, a 1M RST storm.
-Each tool runs on each capture, the tools' order rotating from round to round; every run is one
-child process measured alone (wall clock; user and system CPU from /usr/bin/time, its children
-included). Memory: the larger of /usr/bin/time's peak RSS (that of the largest process) and the
-peak of the process tree's summed PSS (proportional set size: a page shared by forked processes
-counted once), sampled every 20 ms, since rstscope reads a large file with a process per CPU.
-"rstscope" is the default command (one process); "rstscope-j2" adds ``--jobs 2`` (the file read in
-two shares, each process tracking half of the connections).
+generator's source changes):
 
-    python bench/run_bench.py            # 1M teardowns x 3 rounds, the others and 10M x 1
-    python bench/run_bench.py --quick    # the 1M teardown file, 1 round
+- ``short-1M``: the ``short`` mix, where resets live (~13 packets a connection: HTTP/1.0-like
+  exchanges, refusals, unread-data resets, aborts, SYN timeouts, writes after close);
+- ``teardowns-1M`` and ``teardowns-10M``: the ``teardowns`` mix (bulk transfers dominate);
+- ``flood``: the ``syn_flood`` mix at 2.02M packets, about 1M SYNs each on its own 4-tuple
+  (shared with ``bench/adversarial.py``'s cache);
+- ``tiny``: ~10 packets, for the cost of starting.
+
+(RST storms and floods at several sizes, with every verdict checked, are ``bench/adversarial.py``'s,
+which ``make bench`` runs next.)
+
+Each rstscope engine (the project's default, ``--engine native`` when ``rstscope analyze
+--help`` lists it) runs ``rstscope analyze --all --json FILE`` (output discarded) in one process;
+the peers run on the same files in the same rounds, the tools' order rotating from round to round;
+the table gives medians. Every run is one child process measured alone (wall clock; user and
+system CPU from /usr/bin/time, its children included). Memory: the larger of /usr/bin/time's peak
+RSS (that of the largest process) and the peak of the process tree's summed PSS (a page shared by
+forked processes counted once; NFStream forks its meters), sampled every 20 ms.
+
+    python bench/run_bench.py            # 3 rounds on the 1M captures, 1 on 10M and the flood
+    python bench/run_bench.py --quick    # small captures, 1 round: a smoke test of the bench
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -29,10 +42,25 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers, adversarial (run as a script)
+
+import adversarial  # noqa: E402
+import peers  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # analyzer, when the bench runs outside the project's venv
 M = 1_000_000
-TARGETS = """targets (issue 6): >= 1.5M packets/s end to end; >= 30x tshark; >= 7x tcptrace;
-  peak RSS <= 300 MB and within 1.3x between 1M and 10M; 10M time <= 11x the 1M time"""
+STARTUP_RUNS = 10
+# (mix, packets) of each capture; quick: small enough for a couple of minutes at ~50k pkt/s
+SIZES = {"short": ("short", M), "teardowns": ("teardowns", M),
+         "teardowns-big": ("teardowns", 10 * M), "flood": ("syn_flood", 2 * M + 20_000),
+         "tiny": ("short", 10)}
+QUICK_SIZES = {"short": ("short", 100_000), "teardowns": ("teardowns", 100_000),
+               "flood": ("syn_flood", 100_000), "tiny": ("short", 10)}
+TARGETS = """targets (the speed issue): short mix >= 1.5M packets/s end to end, >= 10x tshark,
+  >= 4x tcptrace, >= 10x NFStream; 1M teardowns >= 3M packets/s; startup (10 packets) <= 0.15 s;
+  peak RSS <= 200 MB on both 1M captures and <= 1.2x that at 10M; 10M time <= 10.5x the 1M
+  time; SYN flood of 1M distinct 4-tuples <= 500 MB and <= 5 s"""
 
 
 def rstscope_bin() -> str | None:
@@ -40,15 +68,15 @@ def rstscope_bin() -> str | None:
     return str(here) if here.exists() else shutil.which("rstscope")
 
 
-def commands(path: str) -> dict[str, list[str] | None]:
-    rs = rstscope_bin()
-    return {
-        "rstscope": [rs, "analyze", "--json", path] if rs else None,
-        "rstscope-j2": [rs, "analyze", "--json", "--jobs", "2", path] if rs else None,
-        "tshark": ["tshark", "-q", "-z", "conv,tcp", "-r", path] if shutil.which("tshark")
-        else None,
-        "tcptrace": ["tcptrace", "-n", "-l", path] if shutil.which("tcptrace") else None,
-    }
+def listed_engines(rs: str) -> list[str]:
+    """The ``--engine`` choices ``rstscope analyze --help`` lists."""
+    try:
+        text = subprocess.run([rs, "analyze", "--help"], capture_output=True, text=True,
+                              timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    m = re.search(r"--engine \{([^}]*)\}", text)
+    return m.group(1).split(",") if m else []
 
 
 def synth_version() -> str:
@@ -58,28 +86,59 @@ def synth_version() -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_capture(data: Path, mix: str, packets: int, seed: int) -> tuple[Path, int]:
-    """The cached capture (generated if missing or stale) and its packet count."""
+def size_label(n: int) -> str:
+    if n >= M and n % M == 0:
+        return f"{n // M}M"
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def ensure_capture(data: Path, mix: str, packets: int, seed: int) -> tuple[Path, dict]:
+    """The cached capture (generated if missing or stale) and its metadata."""
+    if mix == "syn_flood":  # the adversarial bench's copy, with its count of flood tuples
+        path, _, info = adversarial.ensure_capture(data, mix, packets, seed)
+        return path, info
     from analyzer import synth
 
     data.mkdir(parents=True, exist_ok=True)
-    path = data / f"{mix}-{packets // M}M-s{seed}.pcap"
+    path = data / f"{mix}-{size_label(packets)}-s{seed}.pcap"
     meta = path.with_suffix(".json")
     version = synth_version()
     if path.exists() and meta.exists():
         info = json.loads(meta.read_text())
         if info.get("version") == version and path.stat().st_size == info.get("bytes"):
-            return path, info["packets"]
+            return path, info
     print(f"generating {path.name} ...", end=" ", flush=True)
     t = time.perf_counter()
     res = synth.generate(str(path), packets=packets, seed=seed, mix=mix)
     dt = time.perf_counter() - t
-    print(f"{res['packets']:,} packets, {res['connections']:,} connections in {dt:.1f} s "
-          f"({res['packets'] / dt / 1e3:,.0f}k packets/s)", flush=True)
-    meta.write_text(json.dumps({"version": version, "bytes": path.stat().st_size,
-                                "packets": res["packets"], "cases": res["cases"],
-                                "generate_s": round(dt, 2)}, indent=1))
-    return path, res["packets"]
+    print(f"{res['packets']:,} packets, {res['connections']:,} connections in {dt:.1f} s",
+          flush=True)
+    info = {"version": version, "bytes": path.stat().st_size, "packets": res["packets"],
+            "connections": res["connections"], "cases": res["cases"],
+            "generate_s": round(dt, 2)}
+    meta.write_text(json.dumps(info, indent=1))
+    return path, info
+
+
+def tiny_capture(data: Path, packets: int, seed: int) -> tuple[Path, dict]:
+    """The first ``packets`` records of a short-mix capture (the generator finishes the
+    connections it started, so asked for 10 packets it writes more): rewritten on every run, it
+    takes milliseconds."""
+    import struct
+
+    from analyzer import synth
+
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / f"short-{packets}-s{seed}.pcap"
+    with tempfile.TemporaryDirectory(dir=data) as tmp:
+        whole = Path(tmp) / "whole.pcap"
+        synth.generate(str(whole), packets=packets, seed=seed, mix="short")
+        blob = whole.read_bytes()
+    end = 24  # the file header; then each record: 16-byte header (big-endian) and its bytes
+    for _ in range(packets):
+        end += 16 + struct.unpack_from(">I", blob, end + 8)[0]
+    path.write_bytes(blob[:end])
+    return path, {"packets": packets}
 
 
 TIME = "/usr/bin/time"
@@ -113,19 +172,29 @@ def run_once(cmd: list[str]) -> dict:
 
 
 class TreeRss:
-    """Peak of the summed proportional set size of a process and its descendants (sampled)."""
+    """Peak of the summed proportional set size of a process and its descendants (sampled).
+
+    Every 20 ms for the first 2 s (short runs), then every 100 ms, the process list re-read one
+    sample in five: on a 2-CPU machine a scan of /proc every 20 ms took a fifth of a CPU from
+    the run being measured."""
 
     def __init__(self, root: int, every: float = 0.02):
         self.root, self.every, self.peak_mb = root, every, 0.0
+        self.kids: dict[int, list[int]] = {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while not self.done.wait(self.every):
+        n = 0
+        while not self.done.wait(self.every if n < 100 else 5 * self.every):
+            if n % 5 == 0:
+                self.kids = self._children()
             self.peak_mb = max(self.peak_mb, self._sample())
+            n += 1
 
-    def _sample(self) -> float:
+    @staticmethod
+    def _children() -> dict[int, list[int]]:
         kids: dict[int, list[int]] = {}
         for d in os.listdir("/proc"):
             if d.isdigit():
@@ -135,9 +204,16 @@ class TreeRss:
                             int(d))
                 except (OSError, ValueError, IndexError):
                     continue
-        total_kb, todo = 0, [self.root]
-        while todo:
+        return kids
+
+    def _sample(self) -> float:
+        kids = self.kids
+        total_kb, todo, seen = 0, [self.root], set()
+        while todo:  # bounded: each pid is visited once
             pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
             try:
                 with open(f"/proc/{pid}/smaps_rollup") as f:
                     total_kb += next(int(line.split()[1]) for line in f
@@ -162,25 +238,63 @@ def mem_available_mb() -> float:
     return float("inf")
 
 
+PEAK_CODE = """import sys
+from analyzer.pipeline import iter_records
+reports = []
+for _ in iter_records([sys.argv[1]], reports, engine=sys.argv[2]):
+    pass
+print(max(r.peak_connections for r in reports))
+"""
+
+
+def peak_open(path: Path, engine: str) -> int | None:
+    """The most connections rstscope's tracker held open at once on ``path`` (the CLI does not
+    print it: the same pipeline in a child process, not timed)."""
+    try:
+        run = subprocess.run([sys.executable, "-c", PEAK_CODE, str(path), engine],
+                             capture_output=True, text=True, cwd=ROOT, timeout=3600)
+        return int(run.stdout.split()[-1]) if run.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
 class Bench:
-    def __init__(self, peer_limit: float):
+    def __init__(self, peer_limit: float, rs_tools: dict[str, list[str]],
+                 nfstream_py: str | None):
         self.peer_limit = peer_limit
+        self.rs_tools = rs_tools  # name -> the rstscope command's arguments before the file
+        self.nfstream_py = nfstream_py
         self.runs: dict[tuple[str, str], list[dict]] = {}
+        self.failed: dict[tuple[str, str], str] = {}
         self.packets: dict[str, int] = {}
         self.skipped: set[str] = set()
 
-    def one(self, name: str, tool: str, cmd: list[str]) -> None:
+    def commands(self, path: str, with_peers: bool) -> dict[str, list[str] | None]:
+        cmds: dict[str, list[str] | None] = {t: [*a, path] for t, a in self.rs_tools.items()}
+        if with_peers:
+            cmds.update(peers.commands(path, self.nfstream_py))
+        return cmds
+
+    def one(self, name: str, tool: str, cmd: list[str], quiet: bool = False) -> dict:
         r = run_once(cmd)
         pk = self.packets[name]
-        ok = "" if r["rc"] == 0 else f"  exit {r['rc']}: {r['err']}"
-        print(f"  {name:<16} {tool:<11} wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  "
-              f"rss {r['rss_mb']:7.0f} MB  {pk / r['wall'] / 1e3:8.0f}k pkt/s{ok}", flush=True)
+        why = f"exit {r['rc']}" + (f" (signal {r['rc'] - 128})" if r["rc"] > 128 else "")
+        why += f": {r['err'][:100]}" if r["err"] else ""
+        ok = "" if r["rc"] == 0 else f"  {why}"
+        if not quiet or r["rc"]:
+            print(f"  {name:<16} {tool:<16} wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  "
+                  f"rss {r['rss_mb']:7.0f} MB  {pk / r['wall'] / 1e3:8.0f}k pkt/s{ok}",
+                  flush=True)
         if r["rc"] == 0:
             self.runs.setdefault((name, tool), []).append(r)
+        else:
+            self.failed[(name, tool)] = why
+        return r
 
-    def round(self, files: list[tuple[str, Path]], rnd: int, big_from: dict[str, str]) -> None:
+    def round(self, files: list[tuple[str, Path]], rnd: int, with_peers: bool,
+              big_from: dict[str, str] | None = None) -> None:
         for name, path in files:
-            cmds = commands(str(path))
+            cmds = self.commands(str(path), with_peers)
             order = list(cmds)
             order = order[rnd % len(order):] + order[:rnd % len(order)]  # alternate the order
             for tool in order:
@@ -190,9 +304,11 @@ class Bench:
                         print(f"  {tool}: not installed, skipped")
                         self.skipped.add(tool)
                     continue
-                if tool != "rstscope" and name in big_from and not self._fits(
-                        name, big_from[name], tool):
+                if tool not in self.rs_tools and big_from and name in big_from and \
+                        not self._fits(name, big_from[name], tool):
                     continue
+                if (name, tool) in self.failed and tool in self.rs_tools:
+                    continue  # an engine that fails once fails again: spare the time
                 self.one(name, tool, cmd)
 
     def _fits(self, name: str, small: str, tool: str) -> bool:
@@ -208,13 +324,13 @@ class Bench:
         if est > self.peer_limit or rss > 0.4 * mem_available_mb():
             if key not in self.skipped:
                 self.skipped.add(key)
-                print(f"  {name:<16} {tool:<11} skipped: estimated {est:.0f} s, {rss:,.0f} MB "
+                print(f"  {name:<16} {tool:<16} skipped: estimated {est:.0f} s, {rss:,.0f} MB "
                       f"(limit {self.peer_limit:.0f} s, 40% of the available memory)")
             return False
         return True
 
-    def stats(self, name: str, tool: str) -> dict | None:
-        rs = self.runs.get((name, tool))
+    def stats(self, name: str | None, tool: str) -> dict | None:
+        rs = self.runs.get((name, tool)) if name else None
         if not rs:
             return None
         wall = statistics.median(r["wall"] for r in rs)
@@ -222,92 +338,200 @@ class Bench:
                 "rss_mb": max(r["rss_mb"] for r in rs), "pps": self.packets[name] / wall}
 
     def table(self) -> list[str]:
-        lines = [f"{'capture':<16} {'tool':<11} {'runs':>4} {'wall s':>8} {'cpu s':>8} "
-                 f"{'RSS MB':>7} {'pkt/s':>11} {'rstscope vs':>12}"]
+        peer_names = ("tshark", "tcptrace", "nfstream")
+        lines = [f"{'capture':<16} {'tool':<16} {'runs':>4} {'wall s':>8} {'cpu s':>8} "
+                 f"{'RSS MB':>7} {'pkt/s':>11}  " + " ".join(f"{'vs ' + p:>12}"
+                                                          for p in peer_names)]
         for name in self.packets:
-            mine = self.stats(name, "rstscope")
-            for tool in ("rstscope", "rstscope-j2", "tshark", "tcptrace"):
+            for tool in [*self.rs_tools, *peer_names]:
                 s = self.stats(name, tool)
                 if s is None:
+                    if (name, tool) in self.failed:
+                        lines.append(f"{name:<16} {tool:<16} failed: {self.failed[(name, tool)]}")
                     continue
-                vs = f"{mine['pps'] / s['pps']:.2f}x" if mine and tool != "rstscope" else ""
-                lines.append(f"{name:<16} {tool:<11} {s['runs']:>4} {s['wall']:>8.2f} "
-                             f"{s['cpu']:>8.2f} {s['rss_mb']:>7.0f} {s['pps']:>11,.0f} "
-                             f"{vs:>12}")
+                vs = ""
+                if tool in self.rs_tools:  # packets/s ratios (the same file: wall ratios)
+                    vs = " ".join(f"{s['pps'] / p['pps']:>11.2f}x" if (p := self.stats(
+                        name, peer)) else f"{'':>12}" for peer in peer_names)
+                lines.append(f"{name:<16} {tool:<16} {s['runs']:>4} {s['wall']:>8.2f} "
+                             f"{s['cpu']:>8.2f} {s['rss_mb']:>7.0f} {s['pps']:>11,.0f}  {vs}")
         return lines
 
-    def verdicts(self, small: str, big: str | None) -> list[str]:
-        """The issue's targets against this run (rstscope on the teardown captures)."""
-        out = []
+    def verdicts(self, tool: str, names: dict[str, str | None], flood_tuples: int | None,
+                 startup: float | None) -> list[str]:
+        """The issue's targets for one rstscope engine; ``names``: role -> capture name."""
+        out = [f"{tool}:"]
+        short, small, big, flood = (names.get(k) for k in ("short", "teardowns",
+                                                           "teardowns-big", "flood"))
+        fails = [f"{n}: {self.failed[(n, tool)]}" for n in names.values() if (n, tool) in
+                 self.failed]
 
-        def check(label: str, value: float | None, ok: bool, shown: str) -> None:
-            if value is None:
-                out.append(f"  {'n/a':<5} {label}")
+        def check(label: str, value, ok: bool, shown: str) -> None:
+            if value is None:  # not measured: a failed run is a failure, a skipped one is not
+                out.append(f"  {'FAIL' if fails else 'n/a':<5} {label}"
+                           + (": a run failed" if fails else ""))
             else:
                 out.append(f"  {'PASS' if ok else 'FAIL':<5} {label}: {shown}")
 
-        s1, b = self.stats(small, "rstscope"), self.stats(big, "rstscope") if big else None
-        check(">= 1.5M packets/s (1M)", s1 and s1["pps"], bool(s1) and s1["pps"] >= 1.5e6,
-              f"{s1['pps']:,.0f}" if s1 else "")
-        if b:
-            check(">= 1.5M packets/s (10M)", b["pps"], b["pps"] >= 1.5e6, f"{b['pps']:,.0f}")
-        for tool, want in (("tshark", 30), ("tcptrace", 7)):
-            p = self.stats(small, tool)
-            ratio = s1["pps"] / p["pps"] if s1 and p else None
-            check(f">= {want}x {tool} (packets/s ratio, 1M)", ratio,
-                  ratio is not None and ratio >= want, f"{ratio:.2f}x" if ratio else "")
-        rss = [s["rss_mb"] for n in self.packets if (s := self.stats(n, "rstscope"))]
-        check("peak RSS <= 300 MB (all captures)", max(rss) if rss else None,
-              bool(rss) and max(rss) <= 300, f"{max(rss):.0f} MB" if rss else "")
-        if s1 and b:
-            q = b["rss_mb"] / s1["rss_mb"]
-            check("RSS 10M / 1M <= 1.3", q, q <= 1.3, f"{q:.2f}")
-            q = b["wall"] / s1["wall"]
-            check("time 10M / 1M <= 11", q, q <= 11, f"{q:.2f}")
+        s, t1, t10, fl = (self.stats(n, tool) for n in (short, small, big, flood))
+        check(f">= 1.5M packets/s end to end ({short})", s and s["pps"],
+              bool(s) and s["pps"] >= 1.5e6, f"{s['pps']:,.0f}" if s else "")
+        for peer, want in (("tshark", 10), ("tcptrace", 4), ("nfstream", 10)):
+            p = self.stats(short, peer)
+            ratio = s["pps"] / p["pps"] if s and p else None
+            check(f">= {want}x {peer} ({short})", ratio, ratio is not None and ratio >= want,
+                  f"{ratio:.2f}x" if ratio else "")
+        check(f">= 3M packets/s ({small})", t1 and t1["pps"], bool(t1) and t1["pps"] >= 3e6,
+              f"{t1['pps']:,.0f}" if t1 else "")
+        check(f"startup <= 0.15 s (median of {STARTUP_RUNS}, {names.get('tiny')})", startup,
+              startup is not None and startup <= 0.15, f"{startup:.3f} s" if startup else "")
+        rss = {n: x["rss_mb"] for n, x in ((short, s), (small, t1)) if x}
+        check(f"peak RSS <= 200 MB ({', '.join(rss)})", max(rss.values()) if rss else None,
+              bool(rss) and max(rss.values()) <= 200,
+              ", ".join(f"{v:.0f} MB" for v in rss.values()))
+        if big:
+            q = t10["rss_mb"] / t1["rss_mb"] if t1 and t10 else None
+            check(f"peak RSS {big} <= 1.2x {small}", q, q is not None and q <= 1.2,
+                  f"{q:.2f}x ({t10['rss_mb']:.0f} MB)" if q else "")
+            q = t10["wall"] / t1["wall"] if t1 and t10 else None
+            check(f"time {big} <= 10.5x {small}", q, q is not None and q <= 10.5,
+                  f"{q:.2f}x" if q else "")
+        else:
+            out.append("  n/a   10M memory and time growth: no 10M capture in this run")
+        tuples = f"{flood_tuples:,} distinct 4-tuples" if flood_tuples else "flood"
+        check(f"SYN flood ({flood}, {tuples}) <= 500 MB", fl and fl["rss_mb"],
+              bool(fl) and fl["rss_mb"] <= 500, f"{fl['rss_mb']:.0f} MB" if fl else "")
+        check(f"SYN flood ({flood}) <= 5 s", fl and fl["wall"], bool(fl) and fl["wall"] <= 5,
+              f"{fl['wall']:.2f} s" if fl else "")
+        out.extend(f"  failed run: {f}" for f in fails)
         return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="the 1M teardown capture, 1 round")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds on the 1M teardown capture")
-    ap.add_argument("--adversarial-rounds", type=int, default=1,
-                    help="rounds on the 1M SYN flood and RST storm captures")
+    ap.add_argument("--quick", action="store_true",
+                    help="100k-packet captures, no 10M, 1 round: checks the bench runs")
+    ap.add_argument("--rounds", type=int, help="rounds on the 1M captures (3; quick 1)")
     ap.add_argument("--rounds-10m", type=int, default=1, help="rounds on the 10M capture")
+    ap.add_argument("--flood-rounds", type=int, default=1, help="rounds on the SYN flood")
     ap.add_argument("--no-10m", action="store_true", help="skip the 10M capture")
+    ap.add_argument("--engine", help="rstscope's engine (default: the project's default); "
+                    "--engine native is run as well when rstscope lists it")
+    ap.add_argument("--no-native", action="store_true", help="do not run --engine native")
+    ap.add_argument("--jobs2", action="store_true", help="also run rstscope with --jobs 2")
+    ap.add_argument("--no-nfstream", action="store_true",
+                    help="do not install or run NFStream")
     ap.add_argument("--peer-limit", type=float, default=300.0,
                     help="skip a peer on 10M when its 1M run predicts more seconds than this")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
     ap.add_argument("--json", type=Path, help="also write the runs here")
     a = ap.parse_args(argv)
-    if rstscope_bin() is None:
+    rs = rstscope_bin()
+    if rs is None:
         print("rstscope is not installed (make test, or pip install -e .)", file=sys.stderr)
         return 2
-    small_specs = [("teardowns", M)] if a.quick else [
-        ("teardowns", M), ("syn_flood", M), ("rst_storm", M)]
-    big = not (a.quick or a.no_10m)
-    bench = Bench(a.peer_limit)
-    files = []
-    for mix, n in small_specs + ([("teardowns", 10 * M)] if big else []):
-        path, packets = ensure_capture(a.data, mix, n, a.seed)
-        name = f"{mix}-{n // M}M"
-        bench.packets[name] = packets
-        files.append((name, path))
-    small_files, big_files = files[:len(small_specs)], files[len(small_specs):]
-    cpu0 = time.perf_counter()
-    rounds = 1 if a.quick else a.rounds
+    rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
+    if rounds < 1 or a.rounds_10m < 0 or a.flood_rounds < 0:
+        ap.error("--rounds must be positive, the other round counts >= 0")
+    engines = listed_engines(rs)
+    if a.engine and engines and a.engine not in engines:
+        ap.error(f"--engine {a.engine}: rstscope lists {', '.join(engines)}")
+    base = [rs, "analyze", "--all", "--json"]
+    rs_tools = {f"rstscope-{a.engine}" if a.engine else "rstscope":
+                [*base, *(["--engine", a.engine] if a.engine else [])]}
+    if "native" in engines and a.engine != "native" and not a.no_native:
+        rs_tools["rstscope-native"] = [*base, "--engine", "native"]
+    if a.jobs2:
+        rs_tools["rstscope-j2"] = [*base, "--jobs", "2"]
+    a.data.mkdir(parents=True, exist_ok=True)
+    nfs = None if a.no_nfstream else peers.nfstream_python(a.data)
+
+    sizes = dict(QUICK_SIZES if a.quick else SIZES)
+    if a.no_10m:
+        sizes.pop("teardowns-big", None)
+    bench = Bench(a.peer_limit, rs_tools, nfs)
+    names: dict[str, str] = {}
+    paths: dict[str, Path] = {}
+    flood_tuples = None
+    for role, (mix, n) in sizes.items():
+        path, info = (tiny_capture(a.data, n, a.seed) if role == "tiny" else
+                      ensure_capture(a.data, mix, n, a.seed))
+        name = "flood-" + size_label(n) if role == "flood" else f"{mix}-{size_label(n)}"
+        names[role], paths[role] = name, path
+        bench.packets[name] = info["packets"]
+        if role == "flood":
+            flood_tuples = info.get("flood")
+    t0 = time.perf_counter()
+    pair = [(names[r], paths[r]) for r in ("short", "teardowns")]
     for r in range(rounds):
-        print(f"round {r + 1}/{rounds} (1M captures)", flush=True)
-        bench.round(small_files if r < a.adversarial_rounds else small_files[:1], r, {})
-    for r in range(a.rounds_10m if big_files else 0):
-        print(f"round {r + 1}/{a.rounds_10m} (10M capture)", flush=True)
-        bench.round(big_files, r, {"teardowns-10M": "teardowns-1M"})
-    print(f"\nresults (median of the runs; RSS: the largest), {time.perf_counter() - cpu0:.0f} s"
+        print(f"round {r + 1}/{rounds} ({', '.join(n for n, _ in pair)})", flush=True)
+        bench.round(pair, r, with_peers=True)
+    if "teardowns-big" in sizes:
+        for r in range(a.rounds_10m):
+            print(f"round {r + 1}/{a.rounds_10m} ({names['teardowns-big']})", flush=True)
+            bench.round([(names["teardowns-big"], paths["teardowns-big"])], r, with_peers=True,
+                        big_from={names["teardowns-big"]: names["teardowns"]})
+    for r in range(a.flood_rounds):
+        print(f"round {r + 1}/{a.flood_rounds} ({names['flood']}, rstscope only)", flush=True)
+        bench.round([(names["flood"], paths["flood"])], r, with_peers=False)
+
+    # startup: the median wall time of a few runs on a capture of ~10 packets, engines alternating
+    print(f"startup: {STARTUP_RUNS} runs on {names['tiny']} "
+          f"({bench.packets[names['tiny']]} packets)", flush=True)
+    tiny = str(paths["tiny"])
+    for i in range(STARTUP_RUNS):
+        for tool in list(rs_tools)[i % len(rs_tools):] + list(rs_tools)[:i % len(rs_tools)]:
+            if (names["tiny"], tool) not in bench.failed:
+                bench.one(names["tiny"], tool, [*rs_tools[tool], tiny], quiet=True)
+    startup = {t: s["wall"] for t in rs_tools if (s := bench.stats(names["tiny"], t))}
+
+    # bytes per open connection: the flood's peak RSS over that of the tiny capture read the same
+    # way, per connection open at the peak. The peak is the tracker's (the same whatever the
+    # engine), counted once; the flood file takes the fast reader under "auto", which a tiny file
+    # takes only when told, so that baseline is measured apart.
+    from analyzer.pipeline import takes_fast_reader
+    from analyzer.tracker import Timeouts
+
+    max_active = Timeouts().max_active
+    flooded = [t for t in rs_tools if t != "rstscope-j2" and bench.stats(names["flood"], t)]
+    peak = peak_open(paths["flood"], "auto") if flooded else None
+    per_conn: dict[str, tuple[float, float, float]] = {}
+    for tool in flooded if peak else ():
+        args = rs_tools[tool]
+        baseline = bench.stats(names["tiny"], tool)
+        if "--engine" not in args and takes_fast_reader(str(paths["flood"]), "auto", None):
+            for _ in range(3):
+                bench.one(names["tiny"], "baseline-fast", [*args, "--engine", "fast", tiny],
+                          quiet=True)
+            baseline = bench.stats(names["tiny"], "baseline-fast")
+        fl = bench.stats(names["flood"], tool)
+        if baseline and fl:
+            per_conn[tool] = ((fl["rss_mb"] - baseline["rss_mb"]) * 2**20 / peak,
+                              baseline["rss_mb"], fl["rss_mb"])
+
+    print(f"\nresults (median of the runs; RSS: the largest), {time.perf_counter() - t0:.0f} s"
           f" of runs, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print("\n".join(bench.table()))
+    for t, w in startup.items():
+        print(f"startup {t}: {w:.3f} s wall (median of {STARTUP_RUNS}, {names['tiny']})")
+    for tool, (per, low, high) in per_conn.items():
+        print(f"bytes per open connection ({tool}, {names['flood']}): {per:,.0f} (peak RSS "
+              f"{high:.0f} MB - {low:.0f} MB on {names['tiny']} read the same way, over {peak:,}"
+              " connections open at the peak)")
+    if not per_conn:
+        print("bytes per open connection: n/a (no successful flood run or peak count)")
+    print(f"note: rstscope has no flag or variable for the tracker's max_active ({max_active:,} "
+          "open connections): the flood is measured with it, so past it the least recently "
+          "active connections are finished early (evicted)" +
+          (f"; peak here {peak:,}" if peak else ""))
     print("\n" + TARGETS)
-    print("\n".join(bench.verdicts("teardowns-1M", "teardowns-10M" if big_files else None)))
+    if a.quick:
+        print("(--quick: the captures are a tenth of the targets' sizes or less; the verdicts "
+              "below only show the bench works)")
+    for tool in rs_tools:
+        if tool != "rstscope-j2":
+            print("\n".join(bench.verdicts(tool, names, flood_tuples, startup.get(tool))))
     if a.json:
         a.json.write_text(json.dumps({f"{n}/{t}": rs for (n, t), rs in bench.runs.items()},
                                      indent=1))

@@ -3,6 +3,7 @@ classified as the case it was scripted for."""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 import json
@@ -163,3 +164,95 @@ def test_rst_storm_has_sequence_number_sweeps(tmp_path):
     assert len(sweeps) >= 10
     assert set(truth.values()) == {"ignored_reset", "injected_reset"}
     assert {k: got.get(k) for k in truth} == truth
+
+
+# ------------------------------------------------------------------ the short mix
+
+SHORT_CASES = {"graceful", "refused", "unread_data_reset", "abortive_close", "syn_timeout",
+               "write_after_close"}
+DOC_NETS = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24",
+                                              "2001:db8::/32")]
+
+
+def test_existing_mixes_keep_their_bytes(tmp_path):
+    """Cached benchmark captures and other tests rely on each mix's bytes: a change to the
+    generator must leave the mixes that exist byte for byte as they were (these digests were
+    taken before the short mix was added)."""
+    pinned = {
+        "teardowns": "470121a3e815eb8936b06421b3f7593ece01cd0907387d56d7517265b277ad12",
+        "syn_flood": "e131264ca5926d5f6eb115db62d2631d2fd773b60c6903166b2c53760ec5a8bd",
+        "rst_storm": "930100fa2c068477da1ee6ab02c2710e375c0725208b5d2731791c7a177690c0",
+        "short": "bbd615fb094ca1b46c832a138d092593a0d90ed0675ccef8a128f4e4de7b886e",
+    }
+    for mix, digest in pinned.items():
+        path = tmp_path / f"{mix}.pcap"
+        synth.generate(str(path), packets=2000, seed=9, mix=mix)
+        assert _digest(path) == digest, mix
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    path = tmp_path_factory.mktemp("short") / "short.pcap"
+    return path, synth.generate(str(path), packets=20000, seed=2, mix="short", truth=True)
+
+
+def test_short_mix_deterministic(tmp_path, short):
+    path, res = short
+    again, other = tmp_path / "again.pcap", tmp_path / "other.pcap"
+    assert synth.generate(str(again), packets=20000, seed=2, mix="short", truth=True) == res
+    synth.generate(str(other), packets=20000, seed=3, mix="short")
+    assert _digest(again) == _digest(path) != _digest(other)
+
+
+def test_short_mix_shape(short):
+    """About 13 packets a connection, 20 % IPv6, the six cases, documentation addresses, client
+    endpoints that never repeat (the labels are keyed by them), many connections at once."""
+    from analyzer.capture import open_capture
+
+    path, res = short
+    assert 12 <= res["packets"] / res["connections"] <= 14
+    assert set(res["cases"]) == SHORT_CASES
+    assert res["cases"]["graceful"] / res["connections"] == pytest.approx(0.6, abs=0.02)
+    truth = res["truth"]
+    assert len(truth) == res["connections"]  # one label per client endpoint
+    v6 = sum(k.startswith("[") for k in truth) / len(truth)
+    assert v6 == pytest.approx(0.2, abs=0.03)
+    spans: dict = {}
+    n = 0
+    for seg in open_capture(str(path)):
+        n += 1
+        for a in (seg.src, seg.dst):
+            ip = ipaddress.ip_address(a)
+            assert any(ip.version == net.version and ip in net for net in DOC_NETS), a
+        key = frozenset(((seg.src, seg.sport), (seg.dst, seg.dport)))
+        first, _ = spans.get(key, (seg.ts, seg.ts))
+        spans[key] = (first, seg.ts)
+    assert n == res["packets"] and len(spans) == res["connections"]
+    # interleaved: at the start of a connection, many others have started and not yet ended
+    starts = sorted(a for a, _ in spans.values())
+    ends = sorted(b for _, b in spans.values())
+    mid = starts[len(starts) // 2]
+    assert bisect.bisect_right(starts, mid) - bisect.bisect_left(ends, mid) >= 50
+
+
+def test_short_mix_classified(tmp_path):
+    """The Python engine names every connection of a small short-mix capture as labelled."""
+    path = tmp_path / "short.pcap"
+    res = synth.generate(str(path), packets=5000, seed=7, mix="short", truth=True)
+    conns = analyzer.analyze(str(path), engine="python").connections
+    got = dict(zip(conns.client, conns.case, strict=True))
+    truth = res["truth"]
+    assert len(got) == len(truth) == res["connections"]
+    wrong = {k: (v, got.get(k)) for k, v in truth.items() if got.get(k) != v}
+    assert not wrong, wrong
+    assert set(truth.values()) == SHORT_CASES
+
+
+def test_short_mix_cli(tmp_path, capsys):
+    out, truth = tmp_path / "s.pcap", tmp_path / "s.json"
+    assert synth.main([str(out), "--packets", "300", "--seed", "4", "--mix", "short",
+                       "--truth", str(truth)]) == 0
+    assert json.loads(capsys.readouterr().out)["packets"] >= 300
+    ref = tmp_path / "ref.pcap"
+    labels = synth.generate(str(ref), packets=300, seed=4, mix="short", truth=True)["truth"]
+    assert _digest(out) == _digest(ref) and json.loads(truth.read_text()) == labels
