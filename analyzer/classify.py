@@ -47,6 +47,19 @@ class Context:
         return self.answered_syns.get(server, 0) > 0
 
 
+class KnownListener:
+    """A Context already answered: whether the connection's server had answered a SYN by the
+    time the connection finished (the compiled observer keeps the capture's SYN/ACKs itself)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, seen: bool):
+        self.seen = seen
+
+    def listener_seen(self, server: tuple[str, int]) -> bool:
+        return self.seen
+
+
 def _sees(role: str, errs: list[str], other: list[str] | None = None) -> dict:
     peer = Connection.peer(role)
     return {f"{role}_sees": errs, f"{peer}_sees": other or []}

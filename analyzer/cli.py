@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--zeek-boundaries", action="store_true",
                    help="split connections where Zeek would (5 s attempt and close delays), "
                         "to compare rows one to one with a Zeek conn.log")
-    a.add_argument("--engine", choices=("auto", "fast", "python"), default="auto",
+    a.add_argument("--engine", choices=("auto", "fast", "python", "native"), default="auto",
                    help="fast: plain segments in runs through the compiled reader (uncompressed "
                         "pcap files); python: segment by segment; auto (default): fast for pcap "
                         "files over 4 MB. Both give the same answer")

@@ -16,14 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from analyzer import cases
-from analyzer.capture import ip as ip_layer
-from analyzer.capture.links import decoder_for
 from analyzer.capture.reader import ReadStats
-from analyzer.classify import Context, classify
+from analyzer.classify import KnownListener, classify
 from analyzer.connection import Connection
+from analyzer.core.observer import Observer
 from analyzer.pipeline import make_record
 from analyzer.report import export, text
-from analyzer.tracker import Timeouts, Tracker
+from analyzer.tracker import Timeouts
 
 STATUS_EVERY = 0.5  # seconds between status line refreshes
 KERNEL_DELAY = 0.25  # with --kernel, wait this long for the kernel's events before printing
@@ -54,11 +53,10 @@ class LiveSession:
         self.writer = None
         self.kernel = kernel
         self.status = self._is_tty(self.err) if status is None else status
-        self.stats = ReadStats(format="live")
-        self.ctx = Context()
-        self.tracker = Tracker(self._on_finish, opts.timeouts, on_end=self._on_end)
+        self.tracker = Observer(opts.timeouts, on_end=self._on_end)
         self.printed: set[int] = set()  # ids ended and printed, until their connection finishes
-        self.pending: list[tuple[float, Connection]] = []  # waiting for kernel events
+        # waiting for kernel events: (due, connection, its server had answered SYNs)
+        self.pending: list[tuple[float, Connection, bool]] = []
         self.counts: Counter = Counter()
         self.frames = 0
         self.latencies: list[float] = []  # wall clock at print - capture time of the decider
@@ -66,18 +64,26 @@ class LiveSession:
         self._status_len = 0
 
     # ---------------------------------------------------------------- verdicts
-    def _on_end(self, conn: Connection) -> None:
+    @property
+    def stats(self) -> ReadStats:
+        """What the frames held (the observer decodes and counts them)."""
+        return ReadStats(format="live", **self.tracker.frame_stats)
+
+    def _on_end(self, conn: Connection, listener_seen: bool) -> None:
         self.printed.add(conn.conn_id)
         if self.kernel is not None:
-            self.pending.append((time.monotonic() + KERNEL_DELAY, conn))
+            self.pending.append((time.monotonic() + KERNEL_DELAY, conn, listener_seen))
         else:
-            self._emit(conn)
+            self._emit(conn, listener_seen)
 
-    def _on_finish(self, conn: Connection) -> None:
-        if conn.conn_id in self.printed:
-            self.printed.discard(conn.conn_id)
-            return
-        self._emit(conn)
+    def _take_finished(self) -> None:
+        done = self.tracker.done
+        for conn, listener_seen in done:
+            if conn.conn_id in self.printed:
+                self.printed.discard(conn.conn_id)
+            else:
+                self._emit(conn, listener_seen)
+        done.clear()
 
     def _flush_pending(self, force: bool = False) -> None:
         if not self.pending:
@@ -86,15 +92,15 @@ class LiveSession:
         if self.kernel is not None:
             self.kernel.poll()
         keep = []
-        for due, conn in self.pending:
-            if force or due <= now:
-                self._emit(conn)
+        for item in self.pending:
+            if force or item[0] <= now:
+                self._emit(item[1], item[2])
             else:
-                keep.append((due, conn))
+                keep.append(item)
         self.pending = keep
 
-    def _emit(self, conn: Connection) -> None:
-        rec = make_record(conn, classify(conn, self.ctx), self.opts.label)
+    def _emit(self, conn: Connection, listener_seen: bool) -> None:
+        rec = make_record(conn, classify(conn, KnownListener(listener_seen)), self.opts.label)
         latency = time.time() - conn.end
         self.latencies.append(latency)
         if len(self.latencies) > 10000:
@@ -156,9 +162,6 @@ class LiveSession:
         deadline = start + opts.duration if opts.duration is not None else None
         max_frames = opts.count
         tracker = self.tracker
-        decode = ip_layer.decode
-        stats = self.stats
-        decoders: dict = {}
         sweep_every = opts.timeouts.sweep_every
         last_wall_sweep = time.monotonic()
         last_status = 0.0
@@ -169,25 +172,18 @@ class LiveSession:
             if item is not None:
                 ts, linktype, data = item
                 self.frames += 1
-                stats.frames = self.frames
                 self._save(ts, linktype, data)
-                find_ip = decoders.get(linktype)
-                if find_ip is None:
-                    find_ip = decoders[linktype] = decoder_for(linktype) or (lambda _d: -1)
-                off = find_ip(data)
-                seg = decode(data, off, self.frames, ts, stats, False) if off >= 0 else None
-                if off < 0:
-                    stats.non_tcp += 1
-                if seg is not None:
-                    self.ctx.note(seg)
-                    tracker.feed(seg)  # sweeps itself from the capture clock
+                # decoded and tracked in the compiled core, which sweeps from the capture clock
+                tracker.feed_frame(data, linktype, self.frames, ts)
+                self._take_finished()
                 last_ts, last_ts_at = ts, now
             if now - last_wall_sweep >= sweep_every:
                 # idle or not: advance the capture clock by the wall time since the last frame
                 if last_ts is not None:
-                    tracker.sweep(last_ts + (now - last_ts_at))
+                    tracker.sweep_to(last_ts + (now - last_ts_at))
                 else:
-                    tracker.sweep(time.time())
+                    tracker.sweep_to(time.time())
+                self._take_finished()
                 last_wall_sweep = now
             self._flush_pending()
             if self.status and now - last_status >= STATUS_EVERY:
@@ -220,6 +216,7 @@ class LiveSession:
             if self.kernel is not None:
                 self.kernel.poll()
             self.tracker.close()
+            self._take_finished()
             self._flush_pending(force=True)
             self._clear_status()
             if self.writer_file is not None:
@@ -262,7 +259,7 @@ class LiveSession:
 
     def _show_status(self) -> None:
         drops = self.source.drops()
-        line = (f"{self.frames} packets, {len(self.tracker.active)} open connections, "
+        line = (f"{self.frames} packets, {self.tracker.open_connections} open connections, "
                 f"{'?' if drops is None else drops} kernel drops")
         self.err.write("\r" + line.ljust(self._status_len))
         self.err.flush()

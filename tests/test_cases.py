@@ -19,7 +19,9 @@ def test_ids_match_cases_md():
     if not CASES_MD.exists():
         pytest.skip(f"{CASES_MD} not found")
     ids = set(re.findall(r"^\| `([a-z_]+)` \|", CASES_MD.read_text(), re.M))
-    assert ids == set(cases.BY_ID)
+    # every catalog case is in CASES.md; CASES.md's others are planned, and only those
+    assert ids == set(cases.BY_ID) | set(cases.PLANNED)
+    assert not set(cases.PLANNED) & set(cases.BY_ID)
 
 
 @pytest.mark.parametrize("case", cases.CATALOG, ids=lambda c: c.id)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from analyzer import cases
 from analyzer.errors import LabError
 from analyzer.lab import LabUnavailable, list_scenarios, run_scenarios
 
@@ -29,7 +30,7 @@ def catalog_ids() -> set[str]:
 
 
 def test_every_catalog_case_has_a_scenario():
-    ids = catalog_ids()
+    ids = catalog_ids() - set(cases.PLANNED)  # (planned cases bring their scenarios)
     assert len(ids) >= 20
     listed = {s.id for s in list_scenarios()}
     assert ids <= listed, f"no lab scenario for {sorted(ids - listed)}"

@@ -350,7 +350,7 @@ def test_churn_keeps_tracker_bounded():
     assert len(recs) == 300
     assert session.tracker.peak_active < 200, session.tracker.peak_active
     print(f"churn: peak {session.tracker.peak_active} open connections of {len(recs)}")
-    assert len(session.tracker.active) == 0
+    assert session.tracker.open_connections == 0
 
 
 def test_write_file_is_never_clobbered(tmp_path):

@@ -4,10 +4,126 @@
 #
 # Contract with observer.pyx (the tracker): the fields up to `duplicates` and the functions
 # below keep their names and meanings; everything else in the struct is conn.pyx's own.
+#
+# Memory: counters and optional values are inline (an optional value is a presence bit in
+# Dir.has, so a zeroed Conn is "nothing seen"); what few connections need sits in DirMore /
+# ConnMore, allocated at its first use; every list is a small malloc'd array, NULL until its
+# first item and grown (doubling) up to its bound; the endpoint timelines grow one entry at a
+# time. conn_free releases them all. A typical connection (handshake, data, FINs): sizeof(Conn)
+# plus two timelines (5 and 6 entries of 16 bytes) and one SYN and one SYN/ACK (16 bytes each).
+#
+# Any change to a struct here changes the observer's slot: observer.pyx must be rebuilt.
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, int16_t
 
 from analyzer.core.seg cimport Addr, Seg
+
+# A kept (frame, ts) pair: a SYN, a SYN/ACK (frames and times are kept together: Python's two
+# lists always have the same length) or a rung of a retransmission ladder.
+ctypedef struct FrameTs:
+    int64_t frame
+    double ts
+
+# One timeline entry: the state (an index of analyzer.tcpstate.State) in the low 4 bits of
+# `fs`, the frame above them (16 bytes rather than 24 per entry).
+ctypedef struct Hist:
+    double ts
+    int64_t fs
+
+ctypedef struct Ep:
+    Hist* hist  # the last n_hist entries of the timeline (oldest first)
+    uint16_t hist_dropped  # entries dropped from the front past HIST_MAX (see conn.pyx)
+    uint8_t n_hist
+    uint8_t state
+
+# RstFact; `bits` holds its booleans and the presence of tsval / challenge_frame.
+ctypedef struct RstRec:
+    int64_t frame
+    double ts
+    int64_t challenge_frame
+    uint32_t seq
+    uint32_t ack
+    uint32_t tsval
+    uint16_t ip_id
+    uint8_t ttl
+    uint8_t bits
+    uint8_t sender  # 0 client, 1 server
+    uint8_t sender_state
+    uint8_t receiver_state
+
+ctypedef struct IcmpRec:
+    int64_t frame
+    double ts
+    Addr sender
+    int16_t icmp_type
+    int16_t icmp_code
+    uint8_t kind  # seg.pxd's ICMP_* numbering
+    uint8_t about  # 0 client, 1 server
+
+# Anomaly: an event (index of analyzer.tcpstate.Event) impossible in `state`, or EV_OWN_RST
+# ("send after its own RST", whose note names note_frame).
+ctypedef struct AnomRec:
+    int64_t frame
+    double ts
+    int64_t note_frame
+    uint8_t role
+    uint8_t state
+    uint8_t event
+
+# What few directions need (retransmissions, keepalives, writes after a FIN or a RST, zero
+# windows, a third TTL): allocated at the first of them, so the common Dir stays small.
+ctypedef struct DirMore:
+    FrameTs* ladder
+    int64_t* keepalives
+    uint8_t* ttl_more  # 256-bit set, once a third distinct TTL appears
+    int64_t data_after_peer_fin
+    int64_t sent_after_own_rst
+    uint32_t ladder_seq
+    uint32_t retransmissions
+    uint32_t zero_windows
+    uint8_t n_ladder
+    uint8_t n_keep
+
+# DirFacts: what one side sent.
+ctypedef struct Dir:
+    int64_t packets
+    int64_t bytes
+    int64_t ack_frame  # present with max_ack
+    int64_t fin_frame  # present with fin_seq
+    int64_t first_data_frame  # present (with last_data_frame) once data was sent
+    int64_t last_data_frame
+    int64_t last_frame  # present iff packets > 0
+    double last_data_ts
+    double last_ts  # also last_key_ts: Python sets both to the ts of every non-duplicate
+    uint32_t isn
+    uint32_t next_seq
+    uint32_t max_ack
+    uint32_t fin_seq
+    # last_key: (seq, ack, flags, payload_len, ip_id, tsval)
+    uint32_t key_seq
+    uint32_t key_ack
+    uint32_t key_plen
+    uint32_t key_tsval
+    uint16_t key_ip_id
+    uint16_t has  # H_* presence bits (conn.pyx)
+    uint8_t key_flags
+    uint8_t ttl[2]  # ttls while at most two distinct (n_ttl <= 2)
+    uint8_t n_ttl  # 0..2, or 3: all of them are in the bitmap more.ttl_more
+    uint8_t n_syn
+    uint8_t n_synack
+    uint8_t n_rst
+    FrameTs* syn
+    FrameTs* synack
+    RstRec* rsts
+    DirMore* more  # NULL until needed
+
+# ICMP errors and anomalies (rare): allocated at the first of them.
+ctypedef struct ConnMore:
+    IcmpRec* icmp
+    AnomRec* anom  # the first ANOM_KEPT anomalies
+    RstRec* pend_copy  # [2]: a pending challenge's RST that its sender's list did not keep
+    uint32_t n_anom  # all anomalies, kept or not
+    uint8_t n_icmp
 
 ctypedef struct Conn:
     int64_t conn_id
@@ -23,7 +139,11 @@ ctypedef struct Conn:
     int64_t packets  # capture duplicates included (as Connection.packets)
     int64_t duplicates
     # ---- conn.pyx's own state below (endpoints, facts, ICMP, anomalies, ...)
-    void* impl  # conn.pyx's private data (placeholder: conn.pyx may replace it with fields)
+    Ep ep[2]  # client, server
+    Dir d[2]  # what the client / the server sent
+    ConnMore* more  # NULL until needed
+    # pending_challenge, per receiving role: 0 none, i + 1 the sender's rsts[i], PEND_COPY
+    uint8_t pend[2]
 
 # Set up `c` for the first segment `s` (not yet observed) with the given roles.
 cdef int conn_init(Conn* c, int64_t conn_id, const Seg* s, const Addr* client_addr,

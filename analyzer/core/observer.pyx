@@ -1,2 +1,583 @@
-# cython: language_level=3
-"""Placeholder: the observer (being written)."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The observer: connection tracking over C-level data.
+
+Which connection does each segment belong to, and when is one over. Semantics are those of
+``analyzer.tracker.Tracker`` (documented there): connections are keyed by their unordered
+4-tuple plus a generation, idle ones are finished on the capture's own clock, and past
+``max_active`` the least recently active one is finished early.
+
+Open connections live in one array of slots (the endpoints and facts of conn.pyx, Zeek's view of
+zeekview.pyx, the flow key and the LRU links), found through an open-addressing table of slot
+numbers; no Python object exists for an open connection. A finished connection is exported once
+(``conn_export``) and queued in ``done`` with its Zeek fields and what the capture had shown of
+its server so far, for the classifier.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.string cimport memcmp, memcpy, memset
+
+from analyzer.core.conn cimport (
+    Conn,
+    conn_any_closed,
+    conn_ended,
+    conn_export,
+    conn_free,
+    conn_init,
+    conn_new_attempt,
+    conn_observe,
+    conn_observe_icmp,
+)
+from analyzer.core.decode cimport Counts, NativeReader, decode_ip, find_ip
+from analyzer.core.seg cimport F_ACK, F_RST, F_SYN, ICMP_NONE, Addr, Seg, seg_from_py
+from analyzer.core.zeekview cimport (
+    ZEEK_BARE,
+    ZEEK_IGNORE_CHECKSUMS,
+    ZeekConn,
+    zeek_conn_state,
+    zeek_free,
+    zeek_history,
+    zeek_init,
+    zeek_observe,
+    zeek_starts_new,
+)
+
+cdef enum:
+    NONE = -1  # no slot
+    BATCH = 4096  # segments taken from a reader at a time
+
+
+ctypedef struct Endpoint:
+    Addr addr
+    uint16_t port
+    uint8_t version
+
+
+ctypedef struct Slot:
+    Conn conn
+    ZeekConn zeek
+    Endpoint lo  # the flow key: the smaller endpoint first
+    Endpoint hi
+    uint64_t hash
+    int32_t prev  # LRU neighbours (least recently active first); the free list uses next
+    int32_t next
+    uint8_t in_use
+    uint8_t end_reported  # on_end was called
+
+
+cdef inline int endpoint_cmp(const Endpoint* a, const Endpoint* b) noexcept nogil:
+    cdef int c = memcmp(a.addr.b, b.addr.b, 16)
+    if c:
+        return c
+    return <int>a.port - <int>b.port
+
+
+cdef inline uint64_t mix(uint64_t h, uint64_t v) noexcept nogil:
+    h ^= v
+    h *= 0x100000001B3ULL  # FNV-1a prime, over 64-bit words
+    return h ^ (h >> 29)
+
+
+cdef inline uint64_t endpoint_hash(uint64_t h, const Endpoint* e) noexcept nogil:
+    cdef uint64_t w0, w1
+    memcpy(&w0, e.addr.b, 8)
+    memcpy(&w1, &e.addr.b[8], 8)
+    h = mix(h, w0)
+    h = mix(h, w1)
+    return mix(h, (<uint64_t>e.port << 8) | e.version)
+
+
+cdef inline void seg_endpoints(const Seg* s, Endpoint* src, Endpoint* dst) noexcept nogil:
+    src.addr = s.src
+    src.port = s.sport
+    src.version = s.ip_version
+    dst.addr = s.dst
+    dst.port = s.dport
+    dst.version = s.ip_version
+
+
+cdef int cmp_ids(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*>a)[0], y = (<const int64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+class ZeekFields:
+    """Zeek's conn_state and history of a finished connection (what make_record reads)."""
+
+    __slots__ = ("conn_state", "history")
+
+    def __init__(self, conn_state, history):
+        self.conn_state = conn_state
+        self.history = history
+
+
+cdef class Observer:
+    """Feeds segments to connections; finished ones queue in ``done`` as (Connection,
+    listener_seen) pairs, in the order they finish. ``on_end(conn, listener_seen)`` (optional)
+    is called once, at the segment that ends a connection (live mode prints it at once)."""
+
+    cdef Slot* slots
+    cdef Seg* batch  # BATCH segments, filled by a native reader
+    cdef int32_t n_slots  # slots ever used (the array's high-water mark)
+    cdef int32_t cap_slots
+    cdef int32_t free_slot  # head of the free list
+    cdef int32_t* table  # open addressing, linear probing: slot numbers or NONE
+    cdef uint64_t mask  # table size - 1 (a power of two)
+    cdef int32_t lru_head
+    cdef int32_t lru_tail
+    cdef Py_ssize_t n_active
+    cdef int64_t next_id
+    cdef double last_sweep
+    cdef bint swept  # last_sweep is set
+    cdef double idle_timeout
+    cdef double closed_timeout
+    cdef double sweep_every
+    cdef Py_ssize_t max_active
+    cdef bint zeek_boundaries
+    cdef uint8_t zeek_opts
+    cdef object on_end
+    # servers that answered a SYN so far (the classifier's context): a set of endpoints
+    cdef Endpoint* answered
+    cdef uint64_t answered_mask
+    cdef Py_ssize_t n_answered
+    cdef Counts frame_counts  # what feed_frame decoded (live captures)
+    cdef public list done
+    cdef public Py_ssize_t peak_active
+    cdef public Py_ssize_t evicted_early
+
+    def __cinit__(self):
+        self.slots = NULL
+        self.batch = NULL
+        self.table = NULL
+        self.answered = NULL
+
+    def __init__(self, timeouts=None, zeek_options=None, on_end=None):
+        from analyzer.tracker import Timeouts
+
+        t = timeouts or Timeouts()
+        self.idle_timeout = t.idle
+        self.closed_timeout = t.closed
+        self.sweep_every = t.sweep_every
+        self.max_active = t.max_active
+        opts = dict(zeek_options or {})
+        self.zeek_boundaries = bool(opts.pop("boundaries", False))
+        self.zeek_opts = (ZEEK_BARE if opts.pop("bare_mode", False) else 0) | \
+            (ZEEK_IGNORE_CHECKSUMS if opts.pop("ignore_checksums", False) else 0)
+        if opts:
+            raise TypeError(f"unknown Zeek options: {', '.join(sorted(opts))}")
+        self.on_end = on_end
+        self.done = []
+        self.cap_slots = 1024
+        self.slots = <Slot*>malloc(self.cap_slots * sizeof(Slot))
+        self.mask = 2048 - 1
+        self.table = <int32_t*>malloc((self.mask + 1) * sizeof(int32_t))
+        self.answered_mask = 256 - 1
+        self.answered = <Endpoint*>malloc((self.answered_mask + 1) * sizeof(Endpoint))
+        if self.slots == NULL or self.table == NULL or self.answered == NULL:
+            raise MemoryError()
+        memset(self.table, 0xFF, (self.mask + 1) * sizeof(int32_t))  # all NONE
+        memset(self.answered, 0, (self.answered_mask + 1) * sizeof(Endpoint))
+        self.n_slots = 0
+        self.free_slot = NONE
+        self.lru_head = self.lru_tail = NONE
+
+    def __dealloc__(self):
+        cdef int32_t i
+        if self.slots != NULL:
+            for i in range(self.n_slots):
+                if self.slots[i].in_use:
+                    conn_free(&self.slots[i].conn)
+                    zeek_free(&self.slots[i].zeek)
+            free(self.slots)
+        free(self.table)
+        free(self.answered)
+        free(self.batch)
+
+    @property
+    def open_connections(self):
+        """Connections open now."""
+        return self.n_active
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed_segment(self, seg):
+        """Feed one Python Segment (readers that are not native yet, and tests)."""
+        cdef Seg s
+        seg_from_py(seg, &s)
+        self.feed(&s)
+
+    def feed_reader(self, NativeReader reader):
+        """Feed the next batch of a native reader's segments; how many (0 at the end)."""
+        cdef Py_ssize_t n, i
+        if self.batch == NULL:
+            self.batch = <Seg*>malloc(BATCH * sizeof(Seg))
+            if self.batch == NULL:
+                raise MemoryError()
+        n = reader.fill(self.batch, BATCH)
+        for i in range(n):
+            self.feed(&self.batch[i])
+        return n
+
+    def feed_frame(self, const uint8_t[::1] data, int linktype, int64_t frame, double ts):
+        """Decode one captured frame (live capture: frames fed as they arrive) and feed it.
+        True if it held a TCP segment or an ICMP error quoting one."""
+        cdef Seg s
+        cdef Py_ssize_t n = data.shape[0], off
+        self.frame_counts.frames += 1
+        self.frame_counts.bytes_read += n
+        if n == 0:  # (no byte to point at) nothing the link layer could name
+            self.frame_counts.non_tcp += 1
+            return False
+        off = find_ip(&data[0], n, linktype)
+        if off < 0:
+            self.frame_counts.non_tcp += 1
+            return False
+        if not decode_ip(&data[0], n, off, False, &self.frame_counts, &s):
+            return False
+        s.frame = frame
+        s.ts = ts
+        self.feed(&s)
+        return True
+
+    @property
+    def frame_stats(self):
+        """The counters of feed_frame (ReadStats' names)."""
+        return dict(self.frame_counts)
+
+    def sweep_to(self, double now):
+        """Sweep now (live capture: the wall clock advances the capture clock when idle)."""
+        self.sweep(now)
+
+    cdef int feed(self, const Seg* s) except -1:
+        cdef Endpoint src, dst
+        cdef Endpoint* lo
+        cdef Endpoint* hi
+        cdef uint64_t h
+        cdef int32_t idx
+        cdef Slot* slot
+        cdef bint icmp = s.icmp_kind != ICMP_NONE
+        seg_endpoints(s, &src, &dst)
+        if s.flags & F_SYN and s.flags & F_ACK and not icmp:
+            self.note_answered(&src)
+        if endpoint_cmp(&src, &dst) <= 0:
+            lo, hi = &src, &dst
+        else:
+            lo, hi = &dst, &src
+        h = endpoint_hash(endpoint_hash(0xCBF29CE484222325ULL, lo), hi)
+        idx = self.find(lo, hi, h)
+        if idx != NONE and self.starts_new(&self.slots[idx], s):
+            self.finish(idx)
+            idx = NONE
+        if idx == NONE:
+            idx = self.open(s, lo, hi, h, &src, &dst)
+        else:
+            self.lru_unlink(idx)
+            self.lru_append(idx)
+        slot = &self.slots[idx]
+        if icmp:
+            if conn_observe_icmp(&slot.conn, s) < 0:
+                raise MemoryError()
+        else:
+            if conn_observe(&slot.conn, s) < 0 or zeek_observe(&slot.zeek, s) < 0:
+                raise MemoryError()
+        if self.on_end is not None and not slot.end_reported and conn_ended(&slot.conn):
+            slot.end_reported = 1
+            self.on_end(self.export(slot), self.was_answered_by_server(slot))
+        self.tick(s.ts)
+        return 0
+
+    cdef bint starts_new(self, Slot* slot, const Seg* s) noexcept:
+        """Tracker._starts_new: does `s` begin a new connection on this slot's 4-tuple?"""
+        cdef bint icmp = s.icmp_kind != ICMP_NONE
+        cdef double idle
+        if self.zeek_boundaries and not icmp and \
+                zeek_starts_new(&slot.zeek, s, slot.conn.end):
+            return True
+        idle = s.ts - slot.conn.end
+        if idle > self.idle_timeout:
+            return True
+        if icmp:
+            return False
+        if idle > self.closed_timeout and conn_ended(&slot.conn):
+            return True
+        if not s.flags & F_SYN or s.flags & (F_ACK | F_RST):
+            return False
+        if conn_any_closed(&slot.conn):
+            return True
+        return conn_new_attempt(&slot.conn, s)
+
+    cdef int32_t open(self, const Seg* s, const Endpoint* lo, const Endpoint* hi, uint64_t h,
+                      const Endpoint* src, const Endpoint* dst) except -2:
+        cdef int32_t idx = self.take_slot()
+        cdef Slot* slot = &self.slots[idx]
+        cdef const Endpoint* client
+        cdef const Endpoint* server
+        guess_roles(s, src, dst, &client, &server)
+        slot.lo = lo[0]
+        slot.hi = hi[0]
+        slot.hash = h
+        slot.in_use = 1
+        slot.end_reported = 0
+        if conn_init(&slot.conn, self.next_id, s, &client.addr, client.port, &server.addr,
+                     server.port) < 0:
+            raise MemoryError()
+        zeek_init(&slot.zeek, self.zeek_opts)
+        self.next_id += 1
+        self.insert(idx)
+        self.lru_append(idx)
+        self.n_active += 1
+        if self.n_active > self.max_active:
+            self.evicted_early += 1
+            self.finish(self.lru_head)
+        if self.n_active > self.peak_active:
+            self.peak_active = self.n_active
+        return idx
+
+    # ------------------------------------------------------------------ time
+
+    cdef int tick(self, double ts) except -1:
+        """The capture clock reached `ts`: sweep at most once per sweep_every."""
+        if not self.swept:
+            self.swept = True
+            self.last_sweep = ts
+        elif ts - self.last_sweep >= self.sweep_every:
+            self.sweep(ts)
+        return 0
+
+    def tick_to(self, double ts):
+        self.tick(ts)
+
+    cdef int sweep(self, double now) except -1:
+        """Finish connections idle past their timeout, or ended and quiet for `closed`, in order
+        of last activity; the walk stops at the first one active less than `closed` ago."""
+        cdef int32_t idx = self.lru_head, nxt
+        cdef double quiet
+        cdef Slot* slot
+        self.last_sweep = now
+        while idx != NONE:
+            slot = &self.slots[idx]
+            nxt = slot.next
+            quiet = now - slot.conn.end
+            if quiet < self.closed_timeout:
+                break
+            if quiet > self.idle_timeout or conn_ended(&slot.conn):
+                self.finish(idx)
+            idx = nxt
+        return 0
+
+    def close(self):
+        """End of input: every connection still open is finished, in order of first frame."""
+        cdef Py_ssize_t n = 0, i
+        cdef int32_t idx = self.lru_head
+        cdef int64_t* order = <int64_t*>malloc((self.n_active + 1) * 2 * sizeof(int64_t))
+        if order == NULL:
+            raise MemoryError()
+        try:
+            while idx != NONE:
+                order[2 * n] = self.slots[idx].conn.conn_id
+                order[2 * n + 1] = idx
+                n += 1
+                idx = self.slots[idx].next
+            qsort(order, n, 2 * sizeof(int64_t), cmp_ids)
+            for i in range(n):
+                self.finish(<int32_t>order[2 * i + 1])
+        finally:
+            free(order)
+
+    # ------------------------------------------------------------------ finishing
+
+    cdef object export(self, Slot* slot):
+        conn = conn_export(&slot.conn)
+        conn.zeek = ZeekFields(zeek_conn_state(&slot.zeek), zeek_history(&slot.zeek))
+        return conn
+
+    cdef bint was_answered_by_server(self, const Slot* slot) noexcept:
+        cdef Endpoint server
+        server.addr = slot.conn.server_addr
+        server.port = slot.conn.server_port
+        server.version = slot.conn.ip_version
+        return self.was_answered(&server)
+
+    cdef int finish(self, int32_t idx) except -1:
+        cdef Slot* slot = &self.slots[idx]
+        self.done.append((self.export(slot), self.was_answered_by_server(slot)))
+        self.remove(idx)
+        self.lru_unlink(idx)
+        conn_free(&slot.conn)
+        zeek_free(&slot.zeek)
+        slot.in_use = 0
+        slot.next = self.free_slot
+        self.free_slot = idx
+        self.n_active -= 1
+        return 0
+
+    # ------------------------------------------------------------------ slots and LRU
+
+    cdef int32_t take_slot(self) except -1:
+        cdef int32_t idx
+        cdef Slot* grown
+        if self.free_slot != NONE:
+            idx = self.free_slot
+            self.free_slot = self.slots[idx].next
+        else:
+            if self.n_slots == self.cap_slots:
+                grown = <Slot*>realloc(self.slots, 2 * self.cap_slots * sizeof(Slot))
+                if grown == NULL:
+                    raise MemoryError()
+                self.slots = grown
+                self.cap_slots *= 2
+            idx = self.n_slots
+            self.n_slots += 1
+        return idx
+
+    cdef inline void lru_append(self, int32_t idx) noexcept:
+        cdef Slot* slot = &self.slots[idx]
+        slot.prev = self.lru_tail
+        slot.next = NONE
+        if self.lru_tail != NONE:
+            self.slots[self.lru_tail].next = idx
+        else:
+            self.lru_head = idx
+        self.lru_tail = idx
+
+    cdef inline void lru_unlink(self, int32_t idx) noexcept:
+        cdef Slot* slot = &self.slots[idx]
+        if slot.prev != NONE:
+            self.slots[slot.prev].next = slot.next
+        else:
+            self.lru_head = slot.next
+        if slot.next != NONE:
+            self.slots[slot.next].prev = slot.prev
+        else:
+            self.lru_tail = slot.prev
+
+    # ------------------------------------------------------------------ the flow table
+
+    cdef int32_t find(self, const Endpoint* lo, const Endpoint* hi, uint64_t h) noexcept:
+        cdef uint64_t i = h & self.mask
+        cdef int32_t idx
+        cdef Slot* slot
+        while True:
+            idx = self.table[i]
+            if idx == NONE:
+                return NONE
+            slot = &self.slots[idx]
+            if slot.hash == h and slot.lo.version == lo.version \
+                    and endpoint_cmp(&slot.lo, lo) == 0 and endpoint_cmp(&slot.hi, hi) == 0:
+                return idx
+            i = (i + 1) & self.mask
+
+    cdef int insert(self, int32_t idx) except -1:
+        cdef uint64_t i
+        if (self.n_active + 1) * 2 > <Py_ssize_t>(self.mask + 1):
+            self.rehash((self.mask + 1) * 2)
+        i = self.slots[idx].hash & self.mask
+        while self.table[i] != NONE:
+            i = (i + 1) & self.mask
+        self.table[i] = idx
+        return 0
+
+    cdef int rehash(self, uint64_t size) except -1:
+        cdef int32_t* old = self.table
+        cdef uint64_t old_size = self.mask + 1, j, i
+        cdef int32_t idx
+        self.table = <int32_t*>malloc(size * sizeof(int32_t))
+        if self.table == NULL:
+            self.table = old
+            raise MemoryError()
+        memset(self.table, 0xFF, size * sizeof(int32_t))
+        self.mask = size - 1
+        for j in range(old_size):
+            idx = old[j]
+            if idx != NONE:
+                i = self.slots[idx].hash & self.mask
+                while self.table[i] != NONE:
+                    i = (i + 1) & self.mask
+                self.table[i] = idx
+        free(old)
+        return 0
+
+    cdef void remove(self, int32_t idx) noexcept:
+        """Delete slot `idx` from the table, shifting later entries of its cluster back (linear
+        probing without tombstones)."""
+        cdef uint64_t i = self.slots[idx].hash & self.mask, j, home
+        cdef int32_t other
+        while self.table[i] != idx:
+            i = (i + 1) & self.mask
+        j = i
+        while True:
+            j = (j + 1) & self.mask
+            other = self.table[j]
+            if other == NONE:
+                break
+            home = self.slots[other].hash & self.mask
+            # move `other` into the hole at i unless its home lies cyclically in (i, j]
+            if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
+                self.table[i] = other
+                i = j
+        self.table[i] = NONE
+
+    # ------------------------------------------------------------------ the classifier's context
+
+    cdef void note_answered(self, const Endpoint* server) noexcept:
+        """`server` answered a SYN (a SYN/ACK): remember it, once."""
+        cdef uint64_t i, h = endpoint_hash(0xCBF29CE484222325ULL, server)
+        cdef Endpoint* old
+        cdef uint64_t old_size, j
+        if (self.n_answered + 1) * 2 > <Py_ssize_t>(self.answered_mask + 1):
+            old, old_size = self.answered, self.answered_mask + 1
+            self.answered = <Endpoint*>malloc(old_size * 2 * sizeof(Endpoint))
+            if self.answered == NULL:  # keep what we have: the context only grows weaker
+                self.answered = old
+                return
+            memset(self.answered, 0, old_size * 2 * sizeof(Endpoint))
+            self.answered_mask = old_size * 2 - 1
+            self.n_answered = 0
+            for j in range(old_size):
+                if old[j].version:
+                    self.note_answered(&old[j])
+            free(old)
+        i = h & self.answered_mask
+        while self.answered[i].version:
+            if self.answered[i].version == server.version and \
+                    endpoint_cmp(&self.answered[i], server) == 0:
+                return
+            i = (i + 1) & self.answered_mask
+        self.answered[i] = server[0]
+        self.n_answered += 1
+
+    cdef bint was_answered(self, const Endpoint* server) noexcept:
+        cdef uint64_t i = endpoint_hash(0xCBF29CE484222325ULL, server) & self.answered_mask
+        while self.answered[i].version:
+            if self.answered[i].version == server.version and \
+                    endpoint_cmp(&self.answered[i], server) == 0:
+                return True
+            i = (i + 1) & self.answered_mask
+        return False
+
+    def slot_size(self):
+        """Bytes of one open connection's slot, and of its share of the flow table."""
+        return sizeof(Slot), 2 * sizeof(int32_t)
+
+
+cdef void guess_roles(const Seg* s, const Endpoint* src, const Endpoint* dst,
+                      const Endpoint** client, const Endpoint** server) noexcept:
+    """(client, server) for the first segment seen of a connection (Tracker's _guess_roles)."""
+    cdef uint8_t flags = s.flags
+    cdef bint src_client
+    if flags & F_SYN and not flags & F_ACK:
+        src_client = True
+    elif flags & F_SYN:  # a SYN/ACK comes from the server
+        src_client = False
+    elif s.icmp_kind != ICMP_NONE:  # the quoted segment's sender gets the error: the client
+        src_client = True
+    elif flags & F_RST and not flags & F_ACK:
+        src_client = False  # a bare RST usually answers a client's stray segment
+    elif (s.sport < 1024) != (s.dport < 1024):  # mid-stream: the well-known port serves
+        src_client = not s.sport < 1024
+    else:
+        src_client = not s.sport < s.dport
+    if src_client:
+        client[0], server[0] = src, dst
+    else:
+        client[0], server[0] = dst, src

@@ -1,27 +1,83 @@
 # Zeek's view of one connection (conn_state and history) as C-level data. Semantics:
-# analyzer/zeek.py, exactly (ZeekView and starts_new_connection).
+# analyzer/zeek.py, exactly (ZeekView and starts_new_connection), within the bounds below.
 #
 # Contract with observer.pyx: the functions below keep their names and meanings; the struct's
 # fields are zeekview.pyx's own.
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 
-from analyzer.core.seg cimport Seg
+from analyzer.core.seg cimport Addr, Seg
 
 cdef enum:
     ZEEK_BARE = 1  # zeek -b: the bare-mode likely-server-port set
     ZEEK_IGNORE_CHECKSUMS = 2  # zeek -C: bad checksums are not reported and the packets count
+    # Honour Seg.payload_captured (a payload cut by the snap length never reaches the
+    # reassembler), as ZeekView does for a segment object carrying `payload_captured`. Off, a
+    # segment counts as fully captured, as ZeekView does for a plain Segment (what the Python
+    # readers produce): leave it off to match the Python pipeline.
+    ZEEK_SNAPLEN_GAPS = 4
+
+cdef enum:
+    ZEEK_HIST_INLINE = 40  # history letters held in the struct (Zeek's are ~10 long)
+    # history letters kept in all (later ones are dropped): past ZEEK_HIST_INLINE they move to
+    # the heap, doubling from 64 (a RST storm writes one `r` per new sequence number)
+    ZEEK_HIST_MAX = 65536
+    ZEEK_MAX_BLOCKS = 16  # buffered out-of-order blocks per direction (disjoint, coalesced)
+    ZEEK_MAX_GRIDS = 2  # expire-timer grids: the first packet's, and at most one half-close
+
+# A buffered [lo, hi) of one direction's stream above a hole (positions relative to its ISN).
+ctypedef struct ZeekBlock:
+    int64_t lo
+    int64_t hi
+
+# One side, as analyzer.zeek._Endpoint (rst_cnt, never read, is not kept; fin_cnt is a bit).
+ctypedef struct ZeekEp:
+    int64_t fin_seq  # relative, one past the FIN (with ZE_FIN_SEEN)
+    int64_t last_reassem  # reassembler: everything below delivered (or skipped as a gap)
+    int32_t trim_seq  # reassembler: everything below acknowledged (always in [1, 2**31))
+    uint32_t start  # ISN (with ZE_HAS_START; Python's None otherwise)
+    uint32_t last  # highest sequence number sent (one past)
+    uint32_t ackseq  # highest acknowledgment received from the peer
+    uint32_t last_syn  # with ZE_HAS_SYN
+    uint32_t last_fin  # with ZE_HAS_FIN
+    uint32_t last_rst  # with ZE_HAS_RST
+    uint32_t scaled[4]  # log-scale letter counts: C, W, T, G
+    uint8_t state  # ZS_* (Zeek's TCP_ENDPOINT_*)
+    uint8_t prev_state
+    uint8_t bits  # ZE_* flags
+    uint8_t seen  # ZK_* history kinds already recorded in this direction
+
+# The history: its letters in the struct, or (hist_len > ZEEK_HIST_INLINE) on the heap.
+ctypedef union ZeekHist:
+    char chars[ZEEK_HIST_INLINE]
+    char* heap
 
 ctypedef struct ZeekConn:
+    ZeekEp ep[2]  # physical sides: 0 sent the first packet; `orig` says which is the originator
+    Addr addr[2]  # ep[i]'s address
+    double last_time  # Zeek's Conn LastTime
+    double deadline  # attempt_at (ZC_ATTEMPT) until the close completes, then delete_at
+    double grid[2]  # expire-timer grid starts (ngrids of them)
+    ZeekBlock* blocks  # ZEEK_MAX_BLOCKS per side, malloc'd at the first hole; NULL before
+    uint16_t port[2]
     uint8_t options  # ZEEK_* bits
-    void* impl  # placeholder: zeekview.pyx replaces it with its fields
+    uint8_t ip_version
+    uint8_t orig  # index of the originator in ep / addr / port
+    uint8_t flags  # ZC_* bits
+    uint8_t ngrids
+    uint8_t nblocks[2]
+    uint32_t hist_len
+    ZeekHist hist
 
 cdef void zeek_init(ZeekConn* z, uint8_t options) noexcept nogil
 cdef void zeek_free(ZeekConn* z) noexcept nogil
-# ZeekView.observe (ICMP errors are ignored, as there). 0, or -1 when memory ran out.
+# ZeekView.observe (ICMP errors are ignored, as there). 0, or -1 when memory ran out (an
+# out-of-order block or a history letter was then dropped).
 cdef int zeek_observe(ZeekConn* z, const Seg* s) noexcept nogil
 # starts_new_connection(view, seg, last_ts)
 cdef bint zeek_starts_new(const ZeekConn* z, const Seg* s, double last_ts) noexcept nogil
+# ZeekView.is_closed_for_reuse()
+cdef bint zeek_closed_for_reuse(const ZeekConn* z) noexcept nogil
 # ZeekView.conn_state and .history, as str
 cdef object zeek_conn_state(const ZeekConn* z)
 cdef object zeek_history(const ZeekConn* z)
