@@ -56,14 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--rotated", action="store_true",
                    help="group the files named one by one into rotated sets too")
     a.add_argument("--jobs", "-j", type=int, metavar="N",
-                   help="read with N local processes (the output is the same as with one): "
-                        "pcap files in shares (each process tracks a share of the "
-                        "connections), others in chunks")
+                   help="read the captures with N local processes, one capture (a file or a "
+                        "rotated set) per process; the output is the same as with one. One "
+                        "capture is always read by one process: this pays only with several "
+                        "large captures and idle cores")
     a.add_argument("--dask", metavar="ADDRESS",
-                   help="read on a Dask cluster (tcp://host:8786), or 'local' for a local one")
-    a.add_argument("--chunk-size", metavar="SIZE",
-                   help="with --jobs or --dask, cut files into chunks of about SIZE (256M; "
-                        "with --jobs, pcap files are otherwise read in shares, not chunks)")
+                   help="read on a Dask cluster (tcp://host:8786), one capture per task, or "
+                        "'local' for a local one with --jobs workers")
 
     c = sub.add_parser("cases", help="print the case catalog")
     c.add_argument("--json", action="store_true")
@@ -130,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _write_bytes(stream, data: bytes) -> None:
+    """UTF-8 lines onto a text stream: its buffer when it has one (after what is queued)."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(data.decode("utf-8", "surrogateescape"))
+        return
+    stream.flush()
+    buffer.write(data)
+
+
 def _keep(rec: dict, args) -> bool:
     if args.case and rec["case"] not in args.case:
         return False
@@ -160,6 +169,9 @@ def cmd_analyze(args) -> int:
 
     from analyzer.report.progress import Progress
 
+    reports: list[FileReport] = []
+    table: list[dict] = []  # what the text view or the files need
+    need_all = bool(args.csv or args.parquet)
     bars: list[Progress] = []
 
     def progress(path: str) -> Progress:
@@ -171,17 +183,25 @@ def cmd_analyze(args) -> int:
         return bars[-1]
 
     from analyzer import scale
+    from analyzer.scale.run import Json
 
-    units, runner = scale.prepare(args, progress)
-    reports: list[FileReport] = []
-    table: list[dict] = []  # what the text view or the files need
-    need_all = bool(args.csv or args.parquet)
+    # --json alone: the core writes the lines itself, no Python object per connection
+    fast_json = bool(args.json and not need_all)
+    want = Json([i for i, c in enumerate(cases.CATALOG) if c.id in args.case]
+                if args.case else None, list(args.port) if args.port else None) \
+        if fast_json else None
+    units, runner = scale.prepare(args, progress, want=want)
+
     unreadable = 0
     interrupted = False
     stdout = sys.stdout
     try:
         for index in range(len(units)):
             try:
+                if fast_json:
+                    for chunk in runner.json(index, reports):
+                        _write_bytes(stdout, chunk)
+                    continue
                 for rec, _ in runner.records(index, reports):
                     if not _keep(rec, args):
                         continue

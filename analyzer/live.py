@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from analyzer import cases
 from analyzer.capture.reader import ReadStats
-from analyzer.classify import KnownListener, classify
+from analyzer.classify import KnownListener, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer
 from analyzer.pipeline import make_record
@@ -78,11 +78,11 @@ class LiveSession:
 
     def _take_finished(self) -> None:
         done = self.tracker.done
-        for conn, listener_seen in done:
+        for conn, verdict in done:
             if conn.conn_id in self.printed:
                 self.printed.discard(conn.conn_id)
             else:
-                self._emit(conn, listener_seen)
+                self._emit(conn, verdict)
         done.clear()
 
     def _flush_pending(self, force: bool = False) -> None:
@@ -99,8 +99,12 @@ class LiveSession:
                 keep.append(item)
         self.pending = keep
 
-    def _emit(self, conn: Connection, listener_seen: bool) -> None:
-        rec = make_record(conn, classify(conn, KnownListener(listener_seen)), self.opts.label)
+    def _emit(self, conn: Connection, verdict: Verdict | bool) -> None:
+        """Print `conn` with its verdict; at the segment that ended it (still open, so the
+        classifier reads a copy) `verdict` is whether its server had answered SYNs."""
+        if isinstance(verdict, bool):
+            verdict = classify(conn, KnownListener(verdict))
+        rec = make_record(conn, verdict, self.opts.label)
         latency = time.time() - conn.end
         self.latencies.append(latency)
         if len(self.latencies) > 10000:

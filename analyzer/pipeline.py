@@ -15,6 +15,7 @@ from analyzer.capture import open_capture
 from analyzer.capture.reader import ReadStats
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
+from analyzer.core.observer import Observer
 from analyzer.errors import CaptureError
 from analyzer.segment import Foreign, Segment, SegmentRun
 from analyzer.tracker import RunOrderLost, Timeouts, Tracker
@@ -297,41 +298,59 @@ def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
 def _native_connections(path: str, report: FileReport, timeouts: Timeouts,
                         check_ip_checksums: bool, zeek_options: dict | None, progress=None
                         ) -> Iterator[tuple[Connection, Verdict]]:
-    """The compiled core's reading (analyzer.core): the observer tracks every connection in C
-    and hands over each finished one, with what the capture had shown of its server."""
-    from analyzer.classify import KnownListener
-    from analyzer.core import decode
-    from analyzer.core.observer import Observer
-
+    """The compiled core's reading (analyzer.core): the observer tracks and classifies every
+    connection in C and hands over each finished one with its verdict."""
     obs = Observer(timeouts, zeek_options)
+    yield from _native_read(obs, path, report, check_ip_checksums, progress, obs.done)
+
+
+def iter_json(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
+              check_ip_checksums: bool = False, zeek_options: dict | None = None,
+              case_ids: list[int] | None = None, ports: list[int] | None = None,
+              progress=None, name: str | None = None) -> Iterator[bytes]:
+    """The records of one capture as JSON Lines (UTF-8 bytes, a batch at a time), written by
+    the compiled core: the same text as ``export.json_line(make_record(...))`` per connection,
+    with no Python object per connection. ``case_ids`` (indices of ``cases.CATALOG``) and
+    ``ports`` keep only those connections. ``name``: the file's name in the records and
+    messages, when it is opened under another (a worker given an absolute path)."""
+    obs = Observer(timeouts or Timeouts(), zeek_options, json_file=name or path)
+    obs.set_filter(case_ids, ports)
+    for _ in _native_read(obs, path, report, check_ip_checksums, progress, None, name):
+        if len(obs.json):
+            yield obs.json.take()
+    if len(obs.json):
+        yield obs.json.take()
+
+
+def _native_read(obs, path: str, report: FileReport, check_ip_checksums: bool, progress,
+                 done: list | None, name: str | None = None) -> Iterator:
+    """Feed `path` to `obs` a batch at a time; yields the finished pairs in ``done`` (or None
+    after each batch, when the observer writes JSON instead)."""
+    from analyzer.core.decode import open_native
+
+    reader = open_native(path, check_ip_checksums=check_ip_checksums, name=name)
+    report.stats = reader.stats
     report.engine = "native"
-    done = obs.done
-    if hasattr(decode, "open_native"):
-        reader = decode.open_native(path, check_ip_checksums=check_ip_checksums)
-        report.stats = reader.stats
+    try:
         while obs.feed_reader(reader):
-            for conn, seen in done:
-                yield conn, classify(conn, KnownListener(seen))
-            done.clear()
+            if done is None:
+                yield None
+            elif done:
+                yield from done
+                done.clear()
             if progress is not None:
                 progress(reader.stats.bytes_read)
-    else:  # until the native decoder lands: the Python reader's segments, converted
-        reader = open_capture(path, check_ip_checksums=check_ip_checksums)
-        report.stats = reader.stats
-        for seg in reader:
-            obs.feed_segment(seg)
-            if done:
-                for conn, seen in done:
-                    yield conn, classify(conn, KnownListener(seen))
-                done.clear()
-    obs.close()
-    for conn, seen in done:
-        yield conn, classify(conn, KnownListener(seen))
-    done.clear()
-    if hasattr(reader.stats, "values"):  # the native reader's live counters, as a ReadStats
-        report.stats = ReadStats(**reader.stats.values())
+        obs.close()
+        if done is None:
+            yield None
+        else:
+            yield from done
+            done.clear()
+    finally:
+        reader.close()
+    report.stats = ReadStats(**reader.stats.values())  # the live counters, as a ReadStats
     report.problems.extend(reader.problems)
-    report.notes.extend(getattr(reader, "notes", []))
+    report.notes.extend(reader.notes)
     report.peak_connections = obs.peak_active
 
 

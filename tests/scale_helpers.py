@@ -1,34 +1,32 @@
-"""Shared by the scale-out tests: reading everything a capture gives, one process or many."""
+"""Shared by the scale-out tests: running the command line, comparing what it printed."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import os
+import re
+from pathlib import Path
 
-from analyzer.pipeline import iter_records
-from analyzer.report.export import json_line
-from analyzer.scale.inputs import expand
-from analyzer.scale.run import Runner
-from analyzer.scale.worker import Options
+from analyzer.cli import main
 
-
-def report_view(r) -> tuple:
-    stats = dataclasses.asdict(r.stats) if r.stats is not None else None
-    return (r.path, stats, [str(p) for p in r.problems], list(r.notes), r.peak_connections)
+CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 
 
-def one_process(path: str, **kw) -> tuple[list[str], list[tuple]]:
-    """JSON lines and reports of the ordinary pipeline."""
-    reports: list = []
-    lines = [json_line(rec) for rec, _ in iter_records([path], reports, **kw)]
-    return lines, [report_view(r) for r in reports]
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``rstscope`` with ``argv``."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def scaled(args: list[str], workers, chunk: int, opts: Options | None = None,
-           said: list | None = None) -> tuple[list[str], list[tuple], Runner]:
-    """JSON lines and reports through the scale-out runner (``workers`` None: one process)."""
-    units = expand(args)
-    runner = Runner(units, opts or Options(), workers, chunk_bytes=chunk,
-                    say=(said.append if said is not None else None))
-    reports: list = []
-    lines = [json_line(rec) for i in range(len(units)) for rec, _ in runner.records(i, reports)]
-    return lines, [report_view(r) for r in reports], runner
+def without_file(out: str) -> list[dict]:
+    """The JSON records printed, without their ``file`` (a set names its first file)."""
+    recs = [json.loads(line) for line in out.splitlines()]
+    for r in recs:
+        r.pop("file")
+    return recs
+
+
+def in_order(directory: str) -> list[str]:
+    """The pieces ``split`` wrote (cap.pcap, cap.pcap1, ...), in their order."""
+    return sorted(os.listdir(directory), key=lambda n: int(re.sub(r"\D", "", n) or 0))

@@ -80,3 +80,46 @@ def test_synthetic_mixes(mix):
 
 def test_synthetic_mix_with_short_timeouts_and_eviction(mix):
     _same(mix, Timeouts(idle=2.0, closed=0.5, sweep_every=0.25, max_active=50))
+
+
+def _json_lines(path, **kw):
+    from analyzer.pipeline import iter_json
+
+    rep = FileReport(str(path))
+    return b"".join(iter_json(str(path), rep, **kw)).decode().splitlines(), rep
+
+
+def _reference_lines(path, keep=lambda rec: True):
+    from analyzer.report.export import json_line
+
+    want, _events, rep = _read(path, "python")
+    return [json_line(r) for r in want if keep(r)], rep
+
+
+def test_json_lines_written_by_the_core_equal_the_records():
+    checked = 0
+    for f in _corpus():
+        try:
+            want, want_rep = _reference_lines(f)
+        except UnreadableCapture:
+            continue
+        got, got_rep = _json_lines(f)
+        assert got == want, f
+        assert_same_reading(f, [], got_rep, [], want_rep)
+        checked += len(want)
+    assert checked > 100
+
+
+def test_json_lines_of_a_synthetic_mix_and_their_filters(mix):
+    from analyzer import cases
+
+    want, _ = _reference_lines(mix)
+    got, _ = _json_lines(mix)
+    assert got == want
+    ids = ["refused", "graceful", "syn_timeout"]
+    index = [i for i, c in enumerate(cases.CATALOG) if c.id in ids]
+    want, _ = _reference_lines(mix, lambda r: r["case"] in ids and (
+        r["client"].endswith(":80") or r["server"].endswith(":80")
+        or r["client"].endswith(":443") or r["server"].endswith(":443")))
+    got, _ = _json_lines(mix, case_ids=index, ports=[80, 443])
+    assert got == want

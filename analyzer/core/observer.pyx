@@ -29,6 +29,8 @@ from analyzer.core.conn cimport (
     conn_observe_icmp,
 )
 from analyzer.core.decode cimport Counts, NativeReader, decode_ip, find_ip
+from analyzer.core.records cimport JsonLines
+from analyzer.core.verdict cimport Verdict, classify_conn, verdict_to_py
 from analyzer.core.seg cimport F_ACK, F_RST, F_SYN, ICMP_NONE, Addr, Seg, seg_from_py
 from analyzer.core.zeekview cimport (
     ZEEK_BARE,
@@ -111,10 +113,16 @@ class ZeekFields:
         self.history = history
 
 
+cdef enum:
+    MAX_PORTS = 64  # ports a JSON filter can name
+
+
 cdef class Observer:
-    """Feeds segments to connections; finished ones queue in ``done`` as (Connection,
-    listener_seen) pairs, in the order they finish. ``on_end(conn, listener_seen)`` (optional)
-    is called once, at the segment that ends a connection (live mode prints it at once)."""
+    """Feeds segments to connections and classifies each one as it finishes (verdict.pyx).
+    Finished connections queue in ``done`` as (Connection, Verdict) pairs, in the order they
+    finish; or, with ``json_file`` (the records' "file" field), only as JSON Lines in ``json``
+    (``json.take()``), filtered by ``set_filter``. ``on_end(conn, listener_seen)`` (optional) is
+    called once, at the segment that ends a connection (live mode prints it at once)."""
 
     cdef Slot* slots
     cdef Seg* batch  # BATCH segments, filled by a native reader
@@ -142,6 +150,10 @@ cdef class Observer:
     cdef Py_ssize_t n_answered
     cdef Counts frame_counts  # what feed_frame decoded (live captures)
     cdef public list done
+    cdef public JsonLines json
+    cdef uint64_t keep_cases  # bit per catalog case kept in the JSON (all bits: no filter)
+    cdef uint16_t keep_ports[MAX_PORTS]  # either port of a connection kept (none: no filter)
+    cdef int n_keep_ports
     cdef public Py_ssize_t peak_active
     cdef public Py_ssize_t evicted_early
 
@@ -151,7 +163,7 @@ cdef class Observer:
         self.table = NULL
         self.answered = NULL
 
-    def __init__(self, timeouts=None, zeek_options=None, on_end=None):
+    def __init__(self, timeouts=None, zeek_options=None, on_end=None, json_file=None):
         from analyzer.tracker import Timeouts
 
         t = timeouts or Timeouts()
@@ -167,6 +179,9 @@ cdef class Observer:
             raise TypeError(f"unknown Zeek options: {', '.join(sorted(opts))}")
         self.on_end = on_end
         self.done = []
+        self.json = JsonLines(json_file) if json_file is not None else None
+        self.keep_cases = ~(<uint64_t>0)
+        self.n_keep_ports = 0
         self.cap_slots = 1024
         self.slots = <Slot*>malloc(self.cap_slots * sizeof(Slot))
         self.mask = 2048 - 1
@@ -192,6 +207,36 @@ cdef class Observer:
         free(self.table)
         free(self.answered)
         free(self.batch)
+
+    def set_filter(self, case_ids=None, ports=None):
+        """Keep in the JSON only these cases (indices of analyzer.cases.CATALOG) and only
+        connections with one of these ports on either side (None: all)."""
+        cdef int i
+        if case_ids is None:
+            self.keep_cases = ~(<uint64_t>0)
+        else:
+            self.keep_cases = 0
+            for i in case_ids:
+                self.keep_cases |= (<uint64_t>1) << i
+        if ports is None:
+            self.n_keep_ports = 0
+        else:
+            if not 0 < len(ports) <= MAX_PORTS:
+                raise ValueError(f"1 to {MAX_PORTS} ports")
+            for i, port in enumerate(ports):
+                self.keep_ports[i] = port
+            self.n_keep_ports = len(ports)
+
+    cdef bint kept(self, const Conn* c, const Verdict* v) noexcept:
+        cdef int i
+        if not (self.keep_cases >> v.case) & 1:
+            return False
+        if self.n_keep_ports == 0:
+            return True
+        for i in range(self.n_keep_ports):
+            if c.client_port == self.keep_ports[i] or c.server_port == self.keep_ports[i]:
+                return True
+        return False
 
     @property
     def open_connections(self):
@@ -400,7 +445,14 @@ cdef class Observer:
 
     cdef int finish(self, int32_t idx) except -1:
         cdef Slot* slot = &self.slots[idx]
-        self.done.append((self.export(slot), self.was_answered_by_server(slot)))
+        cdef Verdict v
+        if classify_conn(&slot.conn, self.was_answered_by_server(slot), &v) < 0:
+            raise MemoryError()
+        if self.json is not None:
+            if self.kept(&slot.conn, &v):
+                self.json.add(&slot.conn, &slot.zeek, &v)
+        else:  # (exported after the classifier: its give_up is in the timelines)
+            self.done.append((self.export(slot), verdict_to_py(&v, &slot.conn)))
         self.remove(idx)
         self.lru_unlink(idx)
         conn_free(&slot.conn)

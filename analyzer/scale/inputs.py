@@ -3,7 +3,7 @@
 A *rotated set* is what ``tcpdump -C`` / ``-G`` / ``-W`` writes: files whose names differ only in
 their numbers (``cap.pcap``, ``cap.pcap1``, ``cap.pcap2``, ... or ``cap-20240101-1200.pcap``,
 ...), with the same link-layer header, each one's packets after the previous one's. Such a set
-is read as one capture (``analyzer.scale.chunk.SetReader``). Files of one directory or one glob
+is read as one capture (``analyzer.scale.sets``). Files of one directory or one glob
 argument are grouped into sets automatically; files named one by one are read one by one, as
 always, unless ``--rotated`` says they too form sets.
 
@@ -30,7 +30,7 @@ from itertools import pairwise
 
 from analyzer.capture import pcap, pcapng
 from analyzer.errors import UnreadableCapture
-from analyzer.scale.layout import Layout, layout
+from analyzer.scale.walk import Layout, walk
 
 MAGICS = pcap.MAGICS | {pcapng.SHB_MAGIC}
 GZIP_MAGIC = b"\x1f\x8b"
@@ -44,7 +44,6 @@ class Unit:
 
     name: str  # as records' ``file`` shows it: the file, or the set's first (oldest) file
     paths: list[str] = field(default_factory=list)  # the files, in capture order
-    layouts: list[Layout] = field(default_factory=list)  # filled for sets (and by the planner)
     error: UnreadableCapture | None = None  # the argument gave no capture at all
     note: str | None = None  # told on stderr before the unit is read
 
@@ -53,15 +52,14 @@ class Unit:
         return len(self.paths) > 1
 
 
-def expand(args: list[str], *, rotated: bool = False, target: int = 1 << 62) -> list[Unit]:
-    """The captures the arguments name, in order. ``target``: chunk size for the layouts the
-    grouping walks anyway (so a parallel run need not walk the files twice)."""
+def expand(args: list[str], *, rotated: bool = False) -> list[Unit]:
+    """The captures the arguments name, in order."""
     units: list[Unit] = []
     loose: list[str] = []  # files named one by one, grouped together under --rotated
 
     def flush() -> None:
         if loose:
-            units.extend(group(loose, target))
+            units.extend(group(loose))
             loose.clear()
 
     for arg in args:
@@ -74,14 +72,14 @@ def expand(args: list[str], *, rotated: bool = False, target: int = 1 << 62) -> 
                 units.append(Unit(arg, error=UnreadableCapture(
                     arg, "directory holds no pcap or pcapng file")))
             else:
-                units.extend(group(files, target))
+                units.extend(group(files))
         elif arg != "-" and not os.path.exists(arg) and GLOB_CHARS.search(arg):
             flush()
             files = sorted(f for f in globbing.glob(arg) if os.path.isfile(f))
             if not files:
                 units.append(Unit(arg, error=UnreadableCapture(arg, "no file matches")))
             else:
-                units.extend(group(files, target))
+                units.extend(group(files))
         elif rotated and arg != "-":
             loose.append(arg)
         else:
@@ -123,7 +121,7 @@ def _signature(path: str, lay: Layout) -> tuple | None:
     return ("pcap", head) if pcap.parse_header(head) is not None else None
 
 
-def group(files: list[str], target: int) -> list[Unit]:
+def group(files: list[str]) -> list[Unit]:
     """Files (sorted by name) as units: rotated sets where the rules above allow, else one
     unit per file, in the order of each unit's first file name."""
     stems: dict[str, list[str]] = {}
@@ -138,13 +136,13 @@ def group(files: list[str], target: int) -> list[Unit]:
         if len(members) == 1:
             units.append((members[0], Unit(members[0], [members[0]])))
             continue
-        units.extend((min(u.paths), u) for u in _as_set(sorted(members, key=_number), target))
+        units.extend((min(u.paths), u) for u in _as_set(sorted(members, key=_number)))
     return [u for _, u in sorted(units, key=lambda x: files.index(x[0]))]
 
 
-def _as_set(members: list[str], target: int) -> list[Unit]:
+def _as_set(members: list[str]) -> list[Unit]:
     try:
-        lays = [layout(f, target) for f in members]
+        lays = [walk(f) for f in members]
     except (OSError, ValueError) as exc:
         return _apart(members, f"not read as a rotated set ({exc})")
     sigs = [_signature(f, lay) for f, lay in zip(members, lays, strict=True)]
@@ -158,7 +156,7 @@ def _as_set(members: list[str], target: int) -> list[Unit]:
             return _apart(members, f"not read as a rotated set: {members[b]} starts before "
                                    f"{members[a]} ends")
     paths = [members[i] for i in order]
-    return [Unit(paths[0], paths, [lays[i] for i in order])]
+    return [Unit(paths[0], paths)]
 
 
 def _apart(members: list[str], why: str) -> list[Unit]:

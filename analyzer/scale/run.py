@@ -1,16 +1,17 @@
-"""Running captures: in this process, on local worker processes (``--jobs``), or on a Dask
-cluster (``--dask``); the same records, in the same order, whichever.
+"""Running captures: in this process, on local processes (``--jobs``), or on a Dask cluster
+(``--dask``); the same output, in the same order, whichever.
 
-With ``--jobs N``, a pcap file the fast reader takes is read in *shares* by N local processes
-(``share``: each walks the whole file but tracks a share of its connections). Other files, and
-all with ``--chunk-size`` or ``--dask``, are cut into chunks:
+The unit of work is a whole capture (a file, or a rotated set): a worker reads it with the
+native core exactly as this process would (``analyze_unit``: ``pipeline.iter_connections``, or
+``sets.set_connections``) and sends back its records and its report; the client hands them on
+in input order, so records, statistics, messages and exit status are those of one process.
+Splitting one file across processes (shares, chunks) is gone: on the native core one process
+reads a file faster than splitting it costs (README, "--jobs N and --dask ADDRESS").
 
 ``Runner.records(unit, reports)`` yields (record, None) pairs as ``pipeline.iter_records`` does
-(the connection objects stay with the workers). In parallel, a capture is cut into chunks
-(``layout``), each chunk is read by a worker (``worker.analyze_chunk``), and the results are
-merged in capture order (``merge.Merger``); chunks of the next captures are already being read
-while one is merged. When the merge cannot vouch for the answer (``merge.Fallback``), the capture
-is read again in this process, the records already given are skipped, and stderr says why.
+(the connection objects stay with the workers); ``Runner.json`` yields JSON Lines as
+``pipeline.iter_json`` does. Workers pickle their result themselves (``gc_off``). Standard input
+is read in this process.
 """
 
 from __future__ import annotations
@@ -18,49 +19,135 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import struct
+import pickle
 import sys
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from analyzer import errors
-from analyzer.capture import open_capture, pcap
-from analyzer.capture.reader import CaptureReader
-from analyzer.errors import DamagedCapture, UnreadableCapture, UsageError
-from analyzer.pipeline import (
-    FileReport,
-    iter_connections,
-    make_record,
-    reader_connections,
-    takes_fast_reader,
-    without_gc,
-)
-from analyzer.scale import chunk as chunks
+from analyzer.errors import CaptureError, UsageError
+from analyzer.pipeline import FileReport, iter_connections, iter_json, make_record
 from analyzer.scale.inputs import Unit
-from analyzer.scale.layout import layout, record_offsets
-from analyzer.scale.merge import Fallback, Merger
-from analyzer.scale.share import share_records
-from analyzer.scale.worker import Options, analyze_chunk
+from analyzer.scale.sets import set_connections, set_json
+from analyzer.tracker import Timeouts
 
-CHUNK_BYTES = 256 << 20  # a chunk's size: seconds of work, few cuts for the merge to mend
 CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
-SKIPPED_FRAMES = getattr(errors, "DamagedFrames", ())  # damage that does not stop a reading
+
+
+@dataclass
+class Options:
+    """How every unit is read (plain data: it travels to other hosts)."""
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    zeek_options: dict = field(default_factory=dict)
+    check_ip_checksums: bool = False
+    engine: str = "auto"  # for single files (pipeline.iter_connections); sets are native
+
+
+@dataclass
+class Result:
+    """What a worker sends back for one unit."""
+
+    records: list[dict] | bytes  # records, or their JSON Lines (``Json``)
+    report: FileReport
+    error: BaseException | None = None  # raised after the records, as the reading raised it
+
+
+@dataclass
+class Json:
+    """Asks for JSON Lines instead of records (``pipeline.iter_json``'s filters)."""
+
+    case_ids: list[int] | None = None
+    ports: list[int] | None = None
+
+
+def unit_pairs(unit: Unit, report: FileReport, opts: Options, paths: list[str] | None = None,
+               progress=None) -> Iterator:
+    """(connection, verdict) pairs of a unit, read in this process; ``paths``: the files to
+    open instead of ``unit.paths`` (absolute, on a worker), which stay the names shown."""
+    paths = paths or unit.paths
+    if len(paths) == 1:
+        return iter_connections(paths[0], report, opts.timeouts,
+                                check_ip_checksums=opts.check_ip_checksums,
+                                zeek_options=opts.zeek_options, engine=opts.engine,
+                                progress=progress)
+    return set_connections(paths, unit.paths, report, opts.timeouts,
+                           check_ip_checksums=opts.check_ip_checksums,
+                           zeek_options=opts.zeek_options)
+
+
+def unit_json(unit: Unit, report: FileReport, opts: Options, want: Json,
+              paths: list[str] | None = None, progress=None) -> Iterator[bytes]:
+    """The unit's JSON Lines, written by the core, read in this process (``paths``: as above;
+    a file opened under another name is read as records, encoded here: the same text)."""
+    paths = paths or unit.paths
+    if len(paths) > 1:
+        yield from set_json(paths, unit.paths, report, opts.timeouts,
+                            check_ip_checksums=opts.check_ip_checksums,
+                            zeek_options=opts.zeek_options, case_ids=want.case_ids,
+                            ports=want.ports)
+    else:  # (a worker's absolute path: the records and messages keep the name as given)
+        yield from iter_json(paths[0], report, opts.timeouts,
+                             check_ip_checksums=opts.check_ip_checksums,
+                             zeek_options=opts.zeek_options, case_ids=want.case_ids,
+                             ports=want.ports, progress=progress,
+                             name=None if paths == unit.paths else unit.name)
+
+
+def analyze_unit(unit: Unit, paths: list[str], opts: Options, want: Json | None = None
+                 ) -> bytes:
+    """A worker's task: the whole unit, read from ``paths`` (absolute on a cluster, so that a
+    worker elsewhere finds the files on shared storage); its pickled ``Result``."""
+    report = FileReport(unit.name)
+    out: list = []
+    error = None
+    try:
+        if want is None:
+            for conn, verdict in unit_pairs(unit, report, opts, paths):
+                out.append(make_record(conn, verdict, unit.name))
+        else:
+            out.extend(unit_json(unit, report, opts, want, paths))
+    except Exception as exc:  # noqa: BLE001 - raised again by the client, in its place
+        error = exc
+    if len(paths) == 1 and paths != unit.paths:  # messages name the file as it was given
+        for p in [*report.problems, error]:
+            if isinstance(p, CaptureError) and p.path == paths[0]:
+                p.path = unit.paths[0]
+                p.args = (p.one_line(),)
+    with gc_off():
+        return pickle.dumps(Result(out if want is None else b"".join(out), report, error),
+                            pickle.HIGHEST_PROTOCOL)
+
+
+@contextmanager
+def gc_off():
+    """Python's cyclic collector off meanwhile: (un)pickling a hundred thousand records makes it
+    run again and again over them all (5 s instead of 0.5 s to unpickle 76k records); they hold
+    no cycles. Pickled here rather than by the pool, whose threads would collect."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Workers:
-    """Where chunks are read: a pool of local processes, or a Dask cluster."""
+    """Where units are read: a pool of local processes, or a Dask cluster."""
 
     def __init__(self, jobs: int | None = None, dask: str | None = None):
         self.pool = self.client = self.cluster = None
         if dask:
             self._dask(dask, jobs)
         else:
-            ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32"
-                                              else "spawn")
             from concurrent.futures import ProcessPoolExecutor
 
+            # fork where there is one: the workers start with the modules this process has
+            # loaded (a forkserver's would each import them again, ~0.3 s, as long as a small
+            # capture's reading); the pool launches them all before its own thread starts
+            ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
             self.workers = jobs or os.cpu_count() or 1
             self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
 
@@ -97,221 +184,94 @@ class Workers:
 
 
 class Runner:
-    """Reads units one after the other; with workers, keeps them busy ahead."""
+    """Reads units in input order; with workers, keeps them busy ahead of the one handed on.
+    ``want``: None to hand on records (``records``), or ``Json`` for JSON Lines (``json``)."""
 
     def __init__(self, units: list[Unit], opts: Options, workers: Workers | None = None,
-                 chunk_bytes: int = CHUNK_BYTES, say=None, progress=None, shares: int = 1):
-        self.units, self.opts, self.pool_of = units, opts, workers
-        self.progress = progress  # path -> callable(byte offset) or None
-        self.chunk_bytes = chunk_bytes
+                 say=None, progress=None, want: Json | None = None):
+        self.units, self.opts, self.pool_of, self.want = units, opts, workers, want
+        self.progress = progress  # path -> callable(byte offset) or None (this process only)
         self.say = say or (lambda line: print(f"rstscope: {line}", file=sys.stderr))
-        self.plans: dict[int, list[chunks.ChunkSpec] | str | None] = {}
-        self.queue: deque = deque()  # (spec, future) submitted, in order
-        self.todo: deque = deque()  # specs not yet submitted, in order
         self.fallbacks = 0
-        self.last_merger: Merger | None = None
-        # unit index -> processes reading it in shares
-        self.shared = {i: shares for i, unit in enumerate(units)
-                       if shares > 1 and self._shareable(unit)}
-        if workers is not None:
-            for i, unit in enumerate(units):
-                if i in self.shared:
-                    continue
-                plan = self._plan(i, unit)
-                self.plans[i] = plan
-                if isinstance(plan, list):
-                    self.todo.extend(plan)
-
-    def _shareable(self, unit: Unit) -> bool:
-        return unit.error is None and len(unit.paths) == 1 and unit.paths[0] != "-" \
-            and takes_fast_reader(unit.paths[0], self.opts.engine, self.opts.zeek_options)
-
-    def _plan(self, index: int, unit: Unit) -> list[chunks.ChunkSpec] | str | None:
-        """The chunks of a unit, or why it is read in this process (None: no need to say)."""
-        if unit.error is not None or unit.paths == ["-"]:
-            return None  # (nothing to read, or standard input: one reader by nature)
-        for path in unit.paths:  # what does not open is for the ordinary reader to report
-            try:
-                open_capture(path).close()
-            except UnreadableCapture:
-                return None
-        try:
-            lays = unit.layouts or [layout(p, self.chunk_bytes) for p in unit.paths]
-        except (OSError, ValueError):
-            return "the file could not be walked"
-        return chunks.plan(index, unit.name, unit.paths, lays)
+        self.todo: deque[int] = deque(i for i, u in enumerate(units) if farmable(u)) \
+            if workers is not None else deque()
+        self.running: dict[int, object] = {}  # unit index -> future
 
     def _pump(self) -> None:
-        window = 2 * self.pool_of.workers + 1
-        while self.todo and len(self.queue) < window:
-            spec = self.todo.popleft()
-            self.queue.append((spec, self.pool_of.submit(analyze_chunk, spec, self.opts)))
+        window = 2 * self.pool_of.workers + 1  # results wait in memory: not all at once
+        while self.todo and len(self.running) < window:
+            i = self.todo.popleft()
+            unit = self.units[i]
+            # absolute: a worker's working directory is not this process's (another host, or
+            # a forkserver started before a chdir)
+            self.running[i] = self.pool_of.submit(
+                analyze_unit, unit, [os.path.abspath(p) for p in unit.paths], self.opts,
+                self.want)
 
-    # ------------------------------------------------------------------ reading
-    def records(self, index: int, reports: list[FileReport]) -> Iterator[tuple[dict, None]]:
-        """Records of unit ``index`` (units must be read in order); its FileReport is appended
-        to ``reports``. Raises UnreadableCapture when nothing of it can be read."""
+    def _start(self, index: int, reports: list[FileReport]) -> tuple[Unit, Result | None]:
+        """The unit, and its worker's result (None: read it in this process)."""
         unit = self.units[index]
         if unit.error is not None:
             raise unit.error
         if unit.note:
             self.say(unit.note)
+        if self.pool_of is None or (index not in self.running and index not in self.todo):
+            return unit, None
+        self._pump()
+        try:
+            payload = self.running.pop(index).result()
+        except Exception as exc:  # a worker died, or a host of the cluster went away
+            self.fallbacks += 1
+            self.say(f"{unit.name}: read again in one process: a worker failed "
+                     f"({type(exc).__name__}: {exc})")
+            return unit, None
+        self._pump()  # (the next units start while this one is handed on)
+        with gc_off():
+            res = pickle.loads(payload)
+        reports.append(res.report)
+        return unit, res
+
+    def _bar(self, unit: Unit):
+        return self.progress(unit.paths[0]) if self.progress and not unit.rotated else None
+
+    def records(self, index: int, reports: list[FileReport]) -> Iterator[tuple[dict, None]]:
+        """Records of unit ``index`` (units must be read in order); its FileReport is appended
+        to ``reports``. Raises UnreadableCapture when nothing of it can be read."""
+        unit, res = self._start(index, reports)
+        if res is not None:
+            for rec in res.records:
+                yield rec, None
+            if res.error is not None:
+                raise res.error
+            return
         report = FileReport(unit.name)
         reports.append(report)
-        plan = self.plans.get(index)
-        given = 0
-        if index in self.shared:
-            path = unit.paths[0]
-            try:
-                for rec in without_gc(share_records(
-                        path, unit.name, report, self.opts, self.shared[index],
-                        self.progress(path) if self.progress else None)):
-                    given += 1
-                    yield rec, None
-                return
-            except Fallback as why:
-                self.fallbacks += 1
-                self.say(f"{unit.name}: read again in one process: {why}")
-                report.stats, report.problems[:], report.notes[:] = None, [], []
-                report.run_segments = 0
-            # (here, not in the except clause, whose exception still holds the share's frames)
-            gc.collect()  # the abandoned share's connections (cyclic GC is off meanwhile)
-        if isinstance(plan, str):
-            self.say(f"{unit.name}: read in one process: {plan}")
-        if isinstance(plan, list) and plan:
-            try:
-                for rec in self._parallel(unit, plan, report):
-                    given += 1
-                    yield rec, None
-                return
-            except Fallback as why:
-                self.fallbacks += 1
-                self._drain(index)
-                self.say(f"{unit.name}: read again in one process: {why}")
-                report.stats, report.problems[:], report.notes[:] = None, [], []
-        yield from self._sequential(unit, report, given)
-
-    def _sequential(self, unit: Unit, report: FileReport, skip: int):
-        """One process, the pipeline's own loop (a rotated set: the same loop over its files);
-        the first ``skip`` records were given already."""
-        o = self.opts
-        if len(unit.paths) == 1:
-            path = unit.paths[0]
-            pairs = iter_connections(path, report, o.timeouts,
-                                     check_ip_checksums=o.check_ip_checksums,
-                                     zeek_options=o.zeek_options, engine=o.engine,
-                                     progress=self.progress(path) if self.progress else None)
-        else:
-            pairs = _set_connections(unit, report, o)
-        for conn, verdict in pairs:
-            if skip:
-                skip -= 1
-                continue
+        for conn, verdict in unit_pairs(unit, report, self.opts, progress=self._bar(unit)):
             yield make_record(conn, verdict, unit.name), None
 
-    def _parallel(self, unit: Unit, plan: list, report: FileReport) -> Iterator[dict]:
-        merger = Merger(unit.name, self.opts, lambda s, r, k: _reread(s, r, k, self.opts))
-        self.last_merger = merger
-        parts: dict[str, dict] = {}  # file -> {"stats": [...], "problems": [...], "notes": [...]}
-        stopped: set[str] = set()
-        bar = self.progress(unit.name) if self.progress and not unit.rotated else None
-        for _ in plan:
-            self._pump()
-            spec, fut = self.queue.popleft()
-            try:
-                res = fut.result()
-            except Exception as exc:  # a worker died, or a host of the cluster went away
-                raise Fallback(f"a worker failed ({type(exc).__name__}: {exc})") from None
-            if spec.shown in stopped:
-                continue  # the file's reading stopped on damage in an earlier chunk
+    def json(self, index: int, reports: list[FileReport]) -> Iterator[bytes]:
+        """The same as JSON Lines (UTF-8, a batch at a time), with ``want``'s filters."""
+        unit, res = self._start(index, reports)
+        if res is not None:
+            if res.records:
+                yield res.records
             if res.error is not None:
-                raise Fallback(f"{spec.shown}: {res.error}")
-            part = parts.setdefault(spec.shown, {"stats": [], "problems": [], "notes": []})
-            part["stats"].append(res.stats)
-            part["problems"].append(res.problems)
-            part["notes"].append(res.notes)
-            if any(isinstance(p, DamagedCapture) and not isinstance(p, SKIPPED_FRAMES)
-                   for p in res.problems):  # reading stopped there
-                if not spec.last_in_file:
-                    raise Fallback(f"{spec.shown}: damage found inside the file")
-                stopped.add(spec.shown)
-            yield from merger.add(spec, res)
-            if bar is not None:
-                bar(spec.end)
-        yield from merger.close()
-        _fill(report, unit, parts, merger.peak)
-
-    def _drain(self, index: int) -> None:
-        """Forget the chunks of unit ``index`` still queued (a fallback reads it anew)."""
-        for spec, fut in self.queue:
-            if spec.unit == index:
-                fut.cancel()  # (those already running finish unheeded)
-        self.queue = deque(x for x in self.queue if x[0].unit != index)
-        self.todo = deque(s for s in self.todo if s.unit != index)
+                raise res.error
+            return
+        report = FileReport(unit.name)
+        reports.append(report)
+        yield from unit_json(unit, report, self.opts, self.want or Json(),
+                             progress=self._bar(unit))
 
     def close(self) -> None:
         if self.pool_of is not None:
             self.pool_of.close()
 
 
-def _reread(spec: chunks.ChunkSpec, res, keys: set, opts: Options) -> Iterator:
-    """The chunk's segments of the 4-tuples ``keys`` again, with capture frame numbers, for the
-    merge's replays. In a pcap chunk only their records are read and decoded (the worker said
-    which segments they are); otherwise the chunk is read again and the rest dropped."""
-    if spec.fmt != "pcap":
-        _reader, segments, _shift = chunks.open_chunk(spec, opts.check_ip_checksums)
-        for seg in segments:
-            seg.frame += spec.base
-            yield seg
-        return
-    wanted = [i for i, k in enumerate(res.firsts) if k in keys]
-    frames = res.frame_of[np.isin(res.key_of, wanted)]
-    if not len(frames):
-        return
-    hdr = pcap.parse_header(spec.head)
-    skip = spec.base + spec.frames_before  # frames before the chunk's first record
-    offsets = record_offsets(spec.path, spec.start, int(frames[-1]) - skip, hdr.little_endian)
-    decode = CaptureReader(spec.shown, None, None, "pcap", b"", hdr, False,
-                           opts.check_ip_checksums).frame_decoder()
-    unpack = struct.Struct("<IIII" if hdr.little_endian else ">IIII").unpack
-    div = 1e9 if hdr.nanoseconds else 1e6
-    with open(spec.path, "rb") as f:
-        for frame in frames.tolist():
-            seg = None
-            if frame - skip - 1 < len(offsets):
-                at = int(offsets[frame - skip - 1])
-                f.seek(at)
-                head = f.read(pcap.RECORD_LEN)
-                if len(head) == pcap.RECORD_LEN:
-                    sec, frac, caplen, _wire = unpack(head)
-                    seg = decode(f.read(caplen), hdr.linktype, frame - spec.base,
-                                 sec + frac / div, at)
-            if seg is None:  # what the worker decoded is not there any more
-                raise Fallback(f"{spec.shown} changed while it was read")
-            seg.frame = frame
-            yield seg
+def farmable(unit: Unit) -> bool:
+    """Whether a worker can read the unit: not standard input (one reader by nature), not an
+    argument that named nothing."""
+    return unit.error is None and unit.paths != ["-"]
 
 
-def _fill(report: FileReport, unit: Unit, parts: dict, peak: int) -> None:
-    """The unit's report from its files' chunk reports, as one reading would have made it."""
-    stats, problems, notes = [], [], []
-    for shown, part in parts.items():
-        stats.append(chunks.merge_stats(part["stats"]))
-        problems.extend(chunks.merge_problems(part["problems"]))
-        file_notes = chunks.merge_notes(part["notes"])
-        notes.extend(f"{shown}: {n}" for n in file_notes) if unit.rotated \
-            else notes.extend(file_notes)
-    report.stats = chunks.merge_stats(stats) if unit.rotated else stats[0] if stats else None
-    report.problems.extend(problems)
-    report.notes.extend(notes)
-    report.peak_connections = peak
-
-
-def _set_connections(unit: Unit, report: FileReport, o: Options):
-    """The pipeline's segment-by-segment loop over a rotated set's files."""
-    reader = chunks.SetReader(unit.paths, unit.paths, o.check_ip_checksums)
-    return without_gc(reader_connections(reader, report, o.timeouts,
-                                         zeek_options=o.zeek_options))
-
-
-__all__ = ["CHUNK_BYTES", "Runner", "UnreadableCapture", "Workers"]
+__all__ = ["CONNECT_SECONDS", "Json", "Options", "Runner", "Workers", "analyze_unit"]

@@ -6,7 +6,7 @@ writes ``OUTDIR/IN.pcap``, ``OUTDIR/IN.pcap1``, ... ``IN.pcapN-1``: each a valid
 the file header, then whole records; pcapng: the section header and the interface blocks the
 records need, then whole blocks), of about the same size, whose concatenation holds the input's
 records in order. Reading the directory as a rotated set gives the input's analysis (the tests'
-use). The cuts are the chunk boundaries the parallel reader would use (``layout``).
+use). The cuts are record boundaries found by walking the headers (``walk``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import os
 import sys
 
 from analyzer.errors import RstscopeError, UnreadableCapture, UsageError
-from analyzer.scale.chunk import read_block
-from analyzer.scale.layout import layout
+from analyzer.scale.walk import read_block, walk
 
 
 def split(path: str, outdir: str, pieces: int) -> list[str]:
@@ -25,7 +24,7 @@ def split(path: str, outdir: str, pieces: int) -> list[str]:
     has fewer records (or cuts) than asked for."""
     if pieces < 1:
         raise UsageError(f"--pieces {pieces}: needs at least one")
-    lay = layout(path, max(1, os.path.getsize(path) // (pieces * 16)))
+    lay = walk(path, max(1, os.path.getsize(path) // (pieces * 16)))
     if lay.format == "gzip":
         raise UnreadableCapture(path, "gzip-compressed: decompress it first")
     # from the fine cuts, the ones nearest to equal shares of the file
