@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO ?= captures/unread_data_reset.pcap
 
-.PHONY: demo test test-fast lint fuzz fuzz-asan captures clean bench bench-quick
+.PHONY: demo test test-fast lint fuzz fuzz-asan asan-build test-asan captures clean bench bench-quick
 
 CORE_SRC := $(wildcard analyzer/core/*.pyx analyzer/core/*.pxd analyzer/core/*.pxi)
 
@@ -39,18 +39,45 @@ fuzz: $(STAMP)
 	$(BIN)/python -m analyzer.fuzz --inputs 100000 --workers 2 --seconds 600 --keep fuzz-failures
 
 # The same fuzz against the compiled core built with AddressSanitizer and UBSan: a copy of the
-# sources in build/asan (so the ordinary in-place build is untouched) with its own venv, run under
-# the sanitizer runtime; any report aborts the input, which the fuzz counts as a failure.
+# sources and tests in build/asan with its own venv (kept between runs; the ordinary in-place build
+# and .venv are never touched: no $(STAMP) here), run under the sanitizer runtime (LD_PRELOAD).
+# PYTHONMALLOC=malloc: Python's own small-object allocator would hide bytes objects from ASan.
+# Reports do not kill the process (-fsanitize-recover, halt_on_error=0: a dead pool worker would
+# hang the fuzz); they go to build/asan/reports/, the fuzz counts an input after which its worker's
+# report file grew as a failure (RSTSCOPE_SANITIZER_LOGS), and any report file at all fails the
+# target. In the sanitizer build the decoder copies each frame into its own allocation of exactly
+# the captured length (decode.pyx, __SANITIZE_ADDRESS__), so a read past it is reported.
 ASAN_DIR := build/asan
-SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1
-fuzz-asan: $(STAMP)
-	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
-	tar cf - --exclude='*.so' --exclude='*.c' --exclude=__pycache__ pyproject.toml README.md analyzer captures | tar xf - -C $(ASAN_DIR)
-	$(PY) -m venv $(ASAN_DIR)/.venv
+ASAN_ABS := $(CURDIR)/$(ASAN_DIR)
+SAN_FLAGS := -fsanitize=address,undefined -fsanitize-recover=address,undefined -fno-omit-frame-pointer -g -O1
+SAN_ENV = PYTHONMALLOC=malloc RSTSCOPE_SANITIZER_LOGS=$(ASAN_ABS)/reports \
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=0:log_path=$(ASAN_ABS)/reports/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path=$(ASAN_ABS)/reports/ubsan \
+	LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)"
+SAN_CHECK = if ls $(ASAN_DIR)/reports/* >/dev/null 2>&1; then head -n 60 $(ASAN_DIR)/reports/*; \
+	echo "rstscope: sanitizer reports in $(ASAN_DIR)/reports" >&2; exit 1; fi
+CORE_TESTS := tests/test_core_decode.py tests/test_core_observer.py tests/test_core_conn.py \
+	tests/test_core_zeek.py tests/test_core_verdict.py
+
+asan-build:
+	mkdir -p $(ASAN_DIR)
+	cd $(ASAN_DIR) && rm -rf analyzer tests captures build reports *.egg-info pyproject.toml README.md
+	tar cf - --exclude='*.so' --exclude='*.c' --exclude=__pycache__ pyproject.toml README.md analyzer tests captures | tar xf - -C $(ASAN_DIR)
+	test -x $(ASAN_DIR)/.venv/bin/python || $(PY) -m venv $(ASAN_DIR)/.venv
 	cd $(ASAN_DIR) && CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)" \
-		.venv/bin/python -m analyzer.fuzz --inputs $(or $(FUZZ_INPUTS),100000) --workers 2 --seconds 1500 --keep ../../fuzz-failures-asan
+	ldd $(ASAN_DIR)/analyzer/core/decode*.so | grep -q libasan || { echo "rstscope: the core in $(ASAN_DIR) is not built with ASan" >&2; exit 1; }
+
+fuzz-asan: asan-build
+	rm -rf $(ASAN_DIR)/reports $(ASAN_DIR)/fuzz-failures && mkdir -p $(ASAN_DIR)/reports
+	cd $(ASAN_DIR) && $(SAN_ENV) timeout 3600 .venv/bin/python -m analyzer.fuzz --inputs $(or $(FUZZ_INPUTS),100000) \
+		--workers 2 --seconds $(or $(FUZZ_SECONDS),1500) --keep fuzz-failures
+	@$(SAN_CHECK)
+
+# The compiled core's own tests against the sanitizer build.
+test-asan: asan-build
+	rm -rf $(ASAN_DIR)/reports && mkdir -p $(ASAN_DIR)/reports
+	cd $(ASAN_DIR) && $(SAN_ENV) .venv/bin/python -m pytest -q -p no:cacheprovider $(or $(ASAN_TESTS),$(CORE_TESTS))
+	@$(SAN_CHECK)
 
 # Speed against tshark, tcptrace and NFStream (installed in bench-data/peers-venv, not a project
 # dependency) on deterministic synthetic captures (cached in bench-data/): the short mix, 1M and

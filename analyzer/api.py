@@ -37,7 +37,7 @@ def analyze(*paths: str, timeouts: Timeouts | None = None,
     """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
     cannot be read at all; partial damage is reported in ``Analysis.problems``.
     ``zeek_options`` (``bare_mode``, ``ignore_checksums``) make the Zeek fields mimic ``zeek -b``
-    / ``zeek -C``. ``engine``: "auto", "fast" or "python" (the same answer; see
+    / ``zeek -C``. ``engine``: "auto", "native" or "python" (the same answer; see
     ``pipeline.iter_connections``)."""
     reports: list[FileReport] = []
     rows, events = [], []

@@ -46,10 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--zeek-boundaries", action="store_true",
                    help="split connections where Zeek would (5 s attempt and close delays), "
                         "to compare rows one to one with a Zeek conn.log")
-    a.add_argument("--engine", choices=("auto", "fast", "python", "native"), default="auto",
-                   help="fast: plain segments in runs through the compiled reader (uncompressed "
-                        "pcap files); python: segment by segment; auto (default): fast for pcap "
-                        "files over 4 MB. Both give the same answer")
+    a.add_argument("--engine", choices=("auto", "native", "python"), default="auto",
+                   help="auto and native: the compiled core; python: the Python observer it "
+                        "replaced, kept as a reference while the port is checked (slow; the "
+                        "same answer)")
     a.add_argument("--check-ip-checksums", action="store_true",
                    help="drop packets whose IPv4 header checksum is wrong (off by default: "
                         "checksum offload leaves them wrong in local captures)")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from analyzer.segment import ACK, FIN, RST, SYN, Segment, SegmentRun
+from analyzer.segment import ACK, FIN, RST, SYN, Segment
 from analyzer.tcpstate import FIN_RECEIVED, FINISHED, Anomaly, Endpoint, Event, State
 
 # the per-segment path's commonest events and states, as globals (cheaper than attributes of
@@ -374,50 +374,6 @@ class Connection:
         # after a FIN was received, Linux also takes rcv_nxt - 1 (the FIN's own number)
         seq = (seq + 1) & 0xFFFFFFFF
         return rcv_state in FIN_RECEIVED and (seq == rcv_nxt or seq == snd_max)
-
-    # ---------------------------------------------------------------- runs (fast reader)
-    # A SegmentRun stands for segments that, taken one by one through observe(), would only add
-    # to counters: both ends synchronised, no FIN or RST in play, each direction continuing
-    # exactly at snd.max. accepts_run checks that against this connection's state; observe_run
-    # then has the same effect as observe() on each segment (tests/test_fast.py compares them).
-    _RUN_STATES = frozenset({State.ESTABLISHED, State.MIDSTREAM})
-
-    def accepts_run(self, run: SegmentRun) -> bool:
-        if self.ended or self.pending_challenge:
-            return False
-        for side in run.sides:
-            role = "client" if side.sender == self.client else "server"
-            if role == "server" and side.sender != self.server:
-                return False
-            me = self.sent[role]
-            if self.ep[role].state not in self._RUN_STATES or me.fin_seq is not None \
-                    or me.next_seq != side.expect:
-                return False
-            if side.packets and (me.rsts and me.sent_after_own_rst is None
-                                 or side.ttl not in me.ttls):
-                return False
-        return True
-
-    def observe_run(self, run: SegmentRun) -> None:
-        self.packets += run.packets
-        self.last_frame = run.last_frame
-        self.end = run.last_ts
-        for side in run.sides:
-            if not side.packets:
-                continue
-            me = self.sent["client" if side.sender == self.client else "server"]
-            me.packets += side.packets
-            me.last_frame, me.last_ts = side.last_frame, side.last_ts
-            me.last_key, me.last_key_ts = side.last_key, side.last_ts
-            me.options_seen = me.options_seen or side.options
-            me.next_seq = side.end
-            if side.bytes:
-                me.bytes += side.bytes
-                if me.first_data_frame is None:
-                    me.first_data_frame = side.first_data_frame
-                me.last_data_frame, me.last_data_ts = side.last_data_frame, side.last_data_ts
-            if me.max_ack is None or seq_lt(me.max_ack, side.ack_last):
-                me.max_ack, me.ack_frame = side.ack_last, side.ack_frame
 
     def give_up(self, role: str) -> None:
         """`role`'s kernel gave up on the connection (a timer, not a segment): it is CLOSED

@@ -1128,6 +1128,31 @@ class Tally:
         self.subprocess_runs += other.subprocess_runs
 
 
+def sanitizer_reports(st: dict) -> list[str]:
+    """What the sanitizer runtime reported in this process since the last call (make fuzz-asan
+    sets RSTSCOPE_SANITIZER_LOGS to the directory of its log_path files, NAME.PID, and has
+    reports not abort the process): a failure of the input just run."""
+    logs = os.environ.get("RSTSCOPE_SANITIZER_LOGS")
+    if not logs:
+        return []
+    seen = st.setdefault("sanitizer_seen", {})
+    out = []
+    suffix = f".{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(logs):
+            if not name.endswith(suffix):
+                continue
+            path = os.path.join(logs, name)
+            with open(path, "rb") as fh:
+                fh.seek(seen.get(name, 0))
+                text = fh.read()
+            if text:
+                seen[name] = seen.get(name, 0) + len(text)
+                out.append(f"sanitizer report ({path}):\n"
+                           + text.decode("utf-8", "replace")[:1800])
+    return out
+
+
 def _run_chunk(task: tuple[int, int, int]) -> Tally:
     start, stop, sub_every = task
     st = _STATE
@@ -1145,6 +1170,7 @@ def _run_chunk(task: tuple[int, int, int]) -> Tally:
             got, problems = Outcome(None, "", ""), [f"took more than {PER_INPUT_SECONDS} s"]
         finally:
             signal.alarm(0)
+        problems += sanitizer_reports(st)
         tally.ran += 1
         tally.subprocess_runs += subprocess_too
         tally.per_category[m.category] += 1

@@ -17,8 +17,7 @@ from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer
 from analyzer.errors import CaptureError
-from analyzer.segment import Foreign, Segment, SegmentRun
-from analyzer.tracker import RunOrderLost, Timeouts, Tracker
+from analyzer.tracker import Timeouts, Tracker
 
 
 def endpoint_text(addr: str, port: int) -> str:
@@ -137,12 +136,11 @@ class FileReport:
     problems: list[CaptureError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peak_connections: int = 0
-    engine: str = "python"  # "fast", "python", or "fast, replayed" (see iter_connections)
-    run_segments: int = 0  # segments the fast reader handed over in accepted runs
+    engine: str = "native"  # "native" or "python" (see iter_connections)
 
 
-# auto: fast for uncompressed pcap files of a few MB up; native: the compiled core (being ported)
-ENGINES = ("auto", "fast", "python", "native")
+# auto and native: the compiled core; python: the reference it replaced (see iter_connections)
+ENGINES = ("auto", "native", "python")
 
 
 GC_EVERY = 1 << 16  # young-generation collections, in connections handed on
@@ -159,10 +157,10 @@ def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = 
     not checked by default: checksum offload leaves them wrong in captures taken on the sending
     host (Zeek's ``-C``); ``check_ip_checksums=True`` drops such packets as a router would.
 
-    ``engine``: "python" reads segment by segment; "fast" takes plain segments in runs through
-    the compiled reader (``analyzer.capture.fastreader``; same answer, tests/test_fast.py);
-    "auto" uses the fast one for uncompressed pcap files it can take. ``progress`` is called
-    with the byte offset reached.
+    ``engine``: "auto" or "native" is the compiled core (``analyzer.core``); "python" is the
+    Python observer it replaced, kept only as the reference the core's tests compare against
+    until they compare with truth alone (the same answer: tests/test_core_*.py). ``progress`` is
+    called with the byte offset reached.
     """
     # Python's cyclic collector would scan every open connection's objects again and again (a
     # SYN flood keeps 100k open: half the run time); connections die by reference counting, so
@@ -186,26 +184,6 @@ def without_gc(pairs: Iterator) -> Iterator:
             gc.enable()
 
 
-def takes_fast_reader(path: str, engine: str, zeek_options: dict | None) -> bool:
-    """Whether ``engine`` ("auto", "fast", "python") reads ``path`` with the fast reader: not
-    with Zeek's boundaries (Zeek splits connections the runs cannot see), and under "auto" only
-    uncompressed pcap files of a few MB up."""
-    from analyzer.capture.fastreader import MIN_FAST_BYTES, fast_eligible
-
-    if engine == "python" or (zeek_options or {}).get("boundaries"):
-        return False
-    return fast_eligible(path, min_bytes=MIN_FAST_BYTES if engine == "auto" else 0)
-
-
-def fast_reader(path: str, timeouts: Timeouts, check_ip_checksums: bool, progress=None,
-                share: tuple[int, int] | None = None):
-    """The fast reader for ``path`` (its runs never span half the idle timeout)."""
-    from analyzer.capture.fastreader import FastReader
-
-    return FastReader(path, check_ip_checksums=check_ip_checksums, idle_limit=timeouts.idle / 2,
-                      progress=progress, share=share)
-
-
 def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
                  check_ip_checksums: bool, zeek_options: dict | None, engine: str, progress
                  ) -> Iterator[tuple[Connection, Verdict]]:
@@ -214,38 +192,22 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
         yield from _native_connections(path, report, timeouts, check_ip_checksums, zeek_options,
                                        progress)
         return
-    skip = 0
-    if takes_fast_reader(path, engine, zeek_options):
-        try:
-            for pair in _fast_connections(path, report, timeouts, check_ip_checksums,
-                                          zeek_options, progress):
-                skip += 1
-                yield pair
-            return
-        except RunOrderLost:
-            # more connections open at once than max_active while runs were pending: replay
-            # segment by segment; the first `skip` connections come out the same and were given
-            report.problems.clear()
-            report.notes.clear()
-            report.engine = "fast, replayed"
-            report.run_segments = 0
+    if engine != "python":
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
     reader = open_capture(path, check_ip_checksums=check_ip_checksums)
-    for pair in reader_connections(reader, report, timeouts, zeek_options=zeek_options,
-                                   progress=progress):
-        if skip:
-            skip -= 1
-        else:
-            yield pair
+    report.engine = "python"
+    yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options,
+                                  progress=progress)
 
 
 def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = None, *,
                        zeek_options: dict | None = None, progress=None,
                        tracker: Tracker | None = None
                        ) -> Iterator[tuple[Connection, Verdict]]:
-    """The loop over any source of Segments (a CaptureReader, a rotated set's reader) or of
-    Segments, SegmentRuns, Ticks and Foreigns (the fast reader), with ``stats``, ``problems`` and
-    ``notes``. ``progress`` (if given) is fed the byte offset every 4096 items. ``tracker``:
-    one to use instead of a new Tracker (its ``on_finish`` is set here)."""
+    """The Python engine's loop over a source of Segments (a CaptureReader), with ``stats``,
+    ``problems`` and ``notes``. ``progress`` (if given) is fed the byte offset every 4096
+    segments. ``tracker``: one to use instead of a new Tracker (its ``on_finish`` is set
+    here)."""
     report.stats = reader.stats
     ctx = Context()
     done: list[Connection] = []
@@ -254,24 +216,9 @@ def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = N
     else:
         tracker.on_finish = done.append
     every = 4096
-    for n, item in enumerate(reader):
-        kind = type(item)
-        if kind is Segment:
-            ctx.note(item)
-            tracker.feed(item)
-        elif kind is SegmentRun:
-            if item.phase == "start":
-                item.accepted = tracker.begin_run(item)
-            else:
-                tracker.end_run(item)
-                report.run_segments += item.packets
-            continue
-        elif kind is Foreign:  # another process's connection: the clock and the context only
-            if item.seg is not None:
-                ctx.note(item.seg)
-            tracker.tick(item.ts)
-        else:  # Ticks
-            tracker.ticks(item)
+    for n, seg in enumerate(reader):
+        ctx.note(seg)
+        tracker.feed(seg)
         if done:
             for conn in done:
                 yield conn, classify(conn, ctx)
@@ -284,15 +231,6 @@ def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = N
     report.problems.extend(reader.problems)
     report.notes.extend(getattr(reader, "notes", []))
     report.peak_connections = tracker.peak_active
-
-
-def _fast_connections(path: str, report: FileReport, timeouts: Timeouts,
-                      check_ip_checksums: bool, zeek_options: dict | None, progress
-                      ) -> Iterator[tuple[Connection, Verdict]]:
-    # the fast reader reports progress itself, once per block
-    reader = fast_reader(path, timeouts, check_ip_checksums, progress)
-    report.engine = "fast"
-    yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options)
 
 
 def _native_connections(path: str, report: FileReport, timeouts: Timeouts,

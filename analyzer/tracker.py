@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from analyzer.connection import Connection
-from analyzer.segment import ACK, RST, SYN, Segment, SegmentRun, Ticks
+from analyzer.segment import ACK, RST, SYN, Segment
 from analyzer.zeek import ZeekView, starts_new_connection
 
 
@@ -34,11 +34,6 @@ class Timeouts:
 
 
 Key = tuple[tuple[str, int], tuple[str, int]]
-
-
-class RunOrderLost(Exception):
-    """The least recently active connection cannot be told while runs are pending (see
-    ``Tracker.begin_run``): the caller must replay the capture segment by segment."""
 
 
 def _key(seg: Segment) -> Key:
@@ -91,8 +86,6 @@ class Tracker:
         self.last_sweep = None
         self.peak_active = 0
         self.evicted_early = 0  # connections finished early because max_active was reached
-        # accepted runs not yet ended: id(run) -> (key, connection)
-        self.pending_runs: dict[int, tuple[Key, Connection]] = {}
         # the connections a sweep found neither expired nor ended, untouched since (conn id ->
         # its place in the LRU order): they are the first len(quiet) of ``active`` (a touch
         # moves a connection to the end); by_end holds them by last packet, to find the ones
@@ -114,8 +107,6 @@ class Tracker:
             conn.zeek = ZeekView(**self.zeek_options)
             self.active[key] = conn
             if len(self.active) > self.timeouts.max_active:
-                if self.pending_runs:  # their connections' places in the LRU order are stale
-                    raise RunOrderLost
                 oldest = next(iter(self.active))
                 self.evicted_early += 1
                 self._finish(oldest, self.active[oldest])
@@ -139,39 +130,6 @@ class Tracker:
             self.last_sweep = ts
         elif ts - self.last_sweep >= self.timeouts.sweep_every:
             self.sweep(ts)
-
-    # A run (analyzer.segment.SegmentRun) is taken whole when its connection's state allows it.
-    # It is applied at its last segment; until then the connection looks as it did before the
-    # run, which changes nothing the tracker decides: the connection is not ended (so no sweep
-    # finishes it, as long as the run is shorter than the idle timeout, which the reader
-    # ensures) and sweeps stop at the first connection active too recently, wherever it sits.
-    # Only the LRU eviction order would be wrong, so a run is refused when the connections
-    # that may open before it ends (one per packet of its span, at most) could reach max_active:
-    # then no eviction happens while it is pending. RunOrderLost is the safety net.
-    def begin_run(self, run: SegmentRun) -> bool:
-        if self.zeek_boundaries or len(self.active) + run.span > self.timeouts.max_active:
-            return False
-        key = _pair_key(run.sides[0].sender, run.sides[1].sender)
-        conn = self.active.get(key)
-        if conn is None or run.first_ts - conn.end > self.timeouts.idle \
-                or not conn.accepts_run(run) or not conn.zeek.accepts_run(run):
-            return False
-        self.pending_runs[id(run)] = (key, conn)
-        return True
-
-    def end_run(self, run: SegmentRun) -> None:
-        key, conn = self.pending_runs.pop(id(run))
-        conn.observe_run(run)
-        conn.zeek.observe_run(run)
-        self.active.move_to_end(key)
-        self.quiet.pop(conn.conn_id, None)
-
-    def ticks(self, ticks: Ticks) -> None:
-        if self.last_sweep is not None \
-                and ticks.latest - self.last_sweep < self.timeouts.sweep_every:
-            return  # no sweep due (the usual case: one check for the whole stretch)
-        for ts in ticks.times:
-            self.tick(float(ts))
 
     def _starts_new(self, conn: Connection, seg: Segment) -> bool:
         if self.zeek_boundaries and not seg.is_icmp \

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from analyzer.segment import ACK, FIN, RST, SYN, Segment, SegmentRun
+from analyzer.segment import ACK, FIN, RST, SYN, Segment
 
 __all__ = [
     "BARE_SERVER_PORTS",
@@ -339,63 +339,6 @@ class ZeekView:
             is_orig = src == self._orig_ep
             ep = self._o if is_orig else self._r
         self._process(seg, is_orig, ep)
-
-    # ------------------------------------------------------------------ runs (fast reader)
-    # A SegmentRun's segments, fed one by one to an established connection whose streams have
-    # no holes, would only move `last`, `ackseq`, the reassembly edges and the timers, and add
-    # the D / A history letters the first time. accepts_run checks those conditions.
-
-    def _side_ep(self, sender: tuple[str, int]) -> tuple[_Endpoint, _Endpoint, bool] | None:
-        if sender == self._orig_ep:
-            return self._o, self._r, True
-        if sender == self._resp_ep:
-            return self._r, self._o, False
-        return None
-
-    def accepts_run(self, run: SegmentRun) -> bool:
-        o, r = self._o, self._r
-        if self._orig_ep is None or self._hist == ["H"] or len(self._first_seen) != 2 \
-                or o.state != ESTABLISHED or r.state != ESTABLISHED or o.fin_cnt or r.fin_cnt:
-            return False
-        for side in run.sides:
-            found = self._side_ep(side.sender)
-            if found is None:
-                return False
-            ep, peer, _ = found
-            start = ep.rel(side.expect)
-            if ep.last != side.expect or ep.reasm.blocks or ep.reasm.last_reassem != start:
-                return False
-            if side.packets:
-                if start < 0 or ep.rel(side.end) < start:
-                    return False  # below the ISN or wrapping: Zeek's underflow rules apply
-                first_ack = peer.rel(side.ack_first)
-                if first_ack < 0 or peer.rel(side.ack_last) < first_ack:
-                    return False
-        return True
-
-    def observe_run(self, run: SegmentRun) -> None:
-        self.last_ts = run.last_ts
-        self._last_time = run.last_ts
-        letters = []
-        for side in run.sides:
-            if not side.packets:
-                continue
-            ep, peer, is_orig = self._side_ep(side.sender)
-            if side.first_data_frame:
-                letters.append((side.first_data_frame, ep, is_orig, "D"))
-            if side.first_pure_ack_frame:
-                letters.append((side.first_pure_ack_frame, ep, is_orig, "A"))
-            if side.bytes:
-                ep.last = side.end
-                ep.sent_payload = True
-                ep.reasm.last_reassem = ep.rel(side.end)
-            if _sdelta(side.ack_last, peer.ackseq) > 0:
-                peer.ackseq = side.ack_last
-            up_to = peer.rel(side.ack_last)
-            if up_to > peer.reasm.trim_seq:
-                peer.reasm.trim_seq = up_to
-        for _frame, ep, is_orig, letter in sorted(letters, key=lambda x: x[0]):
-            self._once(ep, is_orig, letter, letter)
 
     # ------------------------------------------------------------------ internals
 

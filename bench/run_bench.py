@@ -488,9 +488,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # bytes per open connection: the flood's peak RSS over that of the tiny capture read the same
     # way, per connection open at the peak. The peak is the tracker's (the same whatever the
-    # engine), counted once; the flood file takes the fast reader under "auto", which a tiny file
-    # takes only when told, so that baseline is measured apart.
-    from analyzer.pipeline import takes_fast_reader
+    # engine), counted once.
     from analyzer.tracker import Timeouts
 
     max_active = Timeouts().max_active
@@ -498,13 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_open(paths["flood"], "auto") if flooded else None
     per_conn: dict[str, tuple[float, float, float]] = {}
     for tool in flooded if peak else ():
-        args = rs_tools[tool]
         baseline = bench.stats(names["tiny"], tool)
-        if "--engine" not in args and takes_fast_reader(str(paths["flood"]), "auto", None):
-            for _ in range(3):
-                bench.one(names["tiny"], "baseline-fast", [*args, "--engine", "fast", tiny],
-                          quiet=True)
-            baseline = bench.stats(names["tiny"], "baseline-fast")
         fl = bench.stats(names["flood"], tool)
         if baseline and fl:
             per_conn[tool] = ((fl["rss_mb"] - baseline["rss_mb"]) * 2**20 / peak,

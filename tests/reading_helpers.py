@@ -1,22 +1,12 @@
-"""What two ways of reading the same capture must agree on (the fast reader against the
-segment-by-segment path, shares against one process)."""
+"""What two ways of reading the same capture must agree on (the compiled core against the
+Python engine it replaced)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from analyzer.capture.fastreader import fast_eligible
-
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = Path("/work/shared/zeek-oracle/traces")
-
-
-def fast_corpus() -> list[Path]:
-    """The bundled captures and Zeek's traces that the fast reader takes (uncompressed pcap)."""
-    files = sorted((ROOT / "captures").glob("*.pcap"))
-    if ORACLE.is_dir():
-        files += sorted(p for p in ORACLE.rglob("*") if p.is_file())
-    return [f for f in files if fast_eligible(str(f))]
 
 
 def assert_same_reading(path, got: list[dict], got_report, want: list[dict], want_report) -> None:

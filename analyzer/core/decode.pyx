@@ -151,6 +151,19 @@ MAX_EXACT_UNITS = 2 ** 53  # integers up to this convert to double exactly
 _GZIP_OPEN_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)  # at the first read
 UNDESCRIBED = "pcapng packet block refers to an undescribed interface"  # a damaged frame
 
+# Built with AddressSanitizer (make fuzz-asan): each frame is decoded from its own allocation of
+# exactly its captured length, so that a read past it is reported (in the block buffer it would
+# read the next record's bytes unnoticed). 0 in the ordinary build: the copy compiles away.
+cdef extern from *:
+    """
+    #if defined(__SANITIZE_ADDRESS__)
+    #define RSTSCOPE_EXACT_FRAMES 1
+    #else
+    #define RSTSCOPE_EXACT_FRAMES 0
+    #endif
+    """
+    const bint RSTSCOPE_EXACT_FRAMES
+
 cdef bint _HOST_LITTLE  # words loaded in the host's order are byte-swapped (sum_mod)
 cdef uint32_t _probe = 1
 _HOST_LITTLE = (<uint8_t*>&_probe)[0] == 1
@@ -906,6 +919,7 @@ cdef class NativeReader:
     cdef Py_ssize_t fill(self, Seg* out, Py_ssize_t cap) except -1:
         cdef Py_ssize_t produced = 0, caplen, off
         cdef const uint8_t* data
+        cdef uint8_t* exact = NULL  # the frame's own copy (sanitizer build only)
         cdef int lt, r
         cdef double ts
         cdef Seg* s
@@ -945,22 +959,33 @@ cdef class NativeReader:
                         self._damaged_offset = None
                         self._damaged_why = UNDESCRIBED
                     continue
-                off = find_ip(data, caplen, lt)
-                if off < 0:
-                    c.non_tcp += 1
-                    continue
-                s = out + produced
-                if decode_ip(data, caplen, off, self._check_ip, c, s):
-                    s.frame = c.frames
-                    s.ts = ts
-                    if c.frames > self._skip_frames:
-                        produced += 1
-                elif c.malformed and not self._damaged_frame:
-                    self._damaged_frame = c.frames
-                    # in the pcap walk the record's offset is known: its header, then the frame
-                    self._damaged_offset = None if self._pcapng else \
-                        c.bytes_read - PCAP_RECORD_LEN - caplen
-                    self._damaged_why = why_malformed(data, caplen, off)
+                if RSTSCOPE_EXACT_FRAMES:
+                    exact = <uint8_t*>malloc(caplen if caplen else 1)
+                    if exact == NULL:
+                        raise MemoryError()
+                    memcpy(exact, data, caplen)
+                    data = exact
+                try:
+                    off = find_ip(data, caplen, lt)
+                    if off < 0:
+                        c.non_tcp += 1
+                        continue
+                    s = out + produced
+                    if decode_ip(data, caplen, off, self._check_ip, c, s):
+                        s.frame = c.frames
+                        s.ts = ts
+                        if c.frames > self._skip_frames:
+                            produced += 1
+                    elif c.malformed and not self._damaged_frame:
+                        self._damaged_frame = c.frames
+                        # in the pcap walk the record's offset is known: its header, then the
+                        # frame
+                        self._damaged_offset = None if self._pcapng else \
+                            c.bytes_read - PCAP_RECORD_LEN - caplen
+                        self._damaged_why = why_malformed(data, caplen, off)
+                finally:
+                    if RSTSCOPE_EXACT_FRAMES:
+                        free(exact)
         except BaseException:
             self.finish()
             raise
