@@ -1,0 +1,215 @@
+"""Who is resetting whom: the aggregates a person reads before any single connection.
+
+Computed here once, vectorized over a pandas table of records (the ``connections`` table, or any
+frame with at least ``case``, ``client`` and ``server``), and used by the text view, ``analyze
+--summary-json``, ``Analysis.top()`` and the HTML report, so that all four agree:
+
+    case_table(df) -> DataFrame          case, title, abnormal, count, share (catalog order)
+    top(df, by="server", case=None, n=10) -> DataFrame   case, <by>, count, share
+    server_rates(df, n=20) -> DataFrame  per server endpoint: connections, resets, abnormal
+    endings_over_time(df, bins) -> (edges, {case: counts})   seconds since the first packet
+    summary_object(df, n_files, n=10) -> dict                the --summary-json object
+
+``by``: ``server`` (addr:port), ``server_addr``, ``server_port``, ``client`` (addr:port),
+``client_addr`` or ``client_net`` (the client's /24, or /64 for IPv6). Shares are of the case's
+connections (of all connections when ``case`` is None and no case is given), rounded nowhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pandas as pd
+
+from analyzer import cases
+
+BY = ("server", "server_addr", "server_port", "client", "client_addr", "client_net")
+# Zeek's conn_state for an ending with a RST in it (REJ: the SYN was answered by one)
+# what the text view, --summary-json and the report show for each abnormal case
+TOP_BY = ("server", "server_port", "client_addr", "client_net")
+RESET_STATES = ("REJ", "RSTO", "RSTR", "RSTOS0", "RSTRH")
+_ORDER = {c.id: i for i, c in enumerate(cases.CATALOG)}
+
+
+def as_frame(data) -> pd.DataFrame:
+    """An ``Analysis``, a DataFrame or a list of record dicts, as a DataFrame."""
+    if hasattr(data, "connections"):
+        return data.connections
+    if isinstance(data, pd.DataFrame):
+        return data
+    return pd.DataFrame(list(data), columns=None)
+
+
+def _categorical(s: pd.Series) -> pd.Categorical:
+    return pd.Categorical(s.astype(object).where(s.notna(), ""))
+
+
+def _split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``addr:port`` -> (addr, port as text). Done on the distinct values only: a million
+    connections have a few thousand servers, and string work per row is the slow part."""
+    cat = _categorical(s)
+    parts = pd.Series(cat.categories, dtype=object).str.rpartition(":")
+    addr = parts[0].str.strip("[]").to_numpy(object)
+    port = parts[2].to_numpy(object)
+    codes = cat.codes
+    return (pd.Series(addr[codes], index=s.index), pd.Series(port[codes], index=s.index))
+
+
+def _network(addrs: np.ndarray) -> np.ndarray:
+    """The /24 of each IPv4 address, the /64 of each IPv6 one (for distinct addresses)."""
+    out = np.empty(len(addrs), dtype=object)
+    for i, a in enumerate(addrs):
+        if ":" in a:
+            try:
+                out[i] = str(ipaddress.ip_network(f"{a}/64", strict=False))
+            except ValueError:
+                out[i] = a
+        else:
+            out[i] = a.rpartition(".")[0] + ".0/24" if a.count(".") == 3 else a
+    return out
+
+
+def key(df: pd.DataFrame, by: str) -> pd.Series:
+    """The column ``by`` names (see the module docstring), one value per row of ``df``."""
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(BY)}, not {by!r}")
+    side, _, part = by.partition("_")
+    if not part:
+        return df[side].astype(object)
+    addr, port = _split(df[side])
+    if part == "port":
+        return port
+    if part == "addr":
+        return addr
+    cat = _categorical(addr)
+    nets = _network(np.asarray(cat.categories, dtype=object))
+    return pd.Series(nets[cat.codes], index=df.index)
+
+
+def case_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Connections per case, in the catalog's order (abnormal cases first, as it lists them)."""
+    counts = df["case"].value_counts(sort=False) if len(df) else pd.Series(dtype=int)
+    total = int(counts.sum())
+    ids = sorted(counts.index, key=lambda c: (_ORDER.get(c, len(_ORDER)), c))
+    return pd.DataFrame({
+        "case": ids,
+        "title": [cases.BY_ID[c].title if c in cases.BY_ID else c for c in ids],
+        "abnormal": [c in cases.ABNORMAL for c in ids],
+        "count": [int(counts[c]) for c in ids],
+        "share": [int(counts[c]) / total for c in ids],
+    }, columns=["case", "title", "abnormal", "count", "share"])
+
+
+def top(df: pd.DataFrame, by: str = "server", case=None, n: int | None = 10) -> pd.DataFrame:
+    """The ``n`` most frequent values of ``by`` per case (every case in ``df``, or those in
+    ``case``, a case id or a list of them): case, <by>, count, share of the case's connections.
+    Cases in catalog order; within a case, by count, then value."""
+    if by not in BY:
+        raise ValueError(f"by must be one of {', '.join(BY)}, not {by!r}")
+    if case is not None:
+        wanted = [case] if isinstance(case, str) else list(case)
+        unknown = [c for c in wanted if c not in cases.BY_ID]
+        if unknown:
+            raise ValueError(f"unknown case id(s): {', '.join(unknown)}")
+        df = df[df["case"].isin(wanted)]
+    cols = ["case", by, "count", "share"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    keys = key(df, by)
+    groups = (pd.DataFrame({"case": df["case"].to_numpy(object), by: keys.to_numpy(object)})
+              .groupby(["case", by], sort=False, observed=True).size().rename("count")
+              .reset_index())
+    totals = groups.groupby("case", sort=False)["count"].transform("sum")
+    groups["share"] = groups["count"] / totals
+    groups["_order"] = groups["case"].map(lambda c: _ORDER.get(c, len(_ORDER)))
+    groups = groups.sort_values(["_order", "case", "count", by],
+                                ascending=[True, True, False, True], kind="stable")
+    if n is not None:
+        groups = groups.groupby("case", sort=False).head(n)
+    return groups[cols].reset_index(drop=True)
+
+
+def distinct(df: pd.DataFrame, by: str) -> pd.Series:
+    """How many distinct values of ``by`` each case has (to say how many a top list left out)."""
+    if df.empty:
+        return pd.Series(dtype=int)
+    frame = pd.DataFrame({"case": df["case"].to_numpy(object),
+                          "k": key(df, by).to_numpy(object)})
+    return frame.groupby("case", sort=False)["k"].nunique()
+
+
+def is_reset(df: pd.DataFrame) -> np.ndarray:
+    """True where the ending had a RST in it, by Zeek's conn_state for the same packets."""
+    if "zeek_state" not in df:
+        return np.zeros(len(df), dtype=bool)
+    return df["zeek_state"].isin(RESET_STATES).to_numpy()
+
+
+def server_rates(df: pd.DataFrame, n: int | None = 20) -> pd.DataFrame:
+    """Per server endpoint: connections, resets (and their share), abnormal endings (and their
+    share); the servers with the most resets first, then the most abnormal endings."""
+    cols = ["server", "connections", "resets", "reset_share", "abnormal", "abnormal_share"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    t = pd.DataFrame({"server": _categorical(df["server"]),
+                      "resets": is_reset(df),
+                      "abnormal": df["case"].isin(cases.ABNORMAL).to_numpy()})
+    g = t.groupby("server", observed=True).agg(connections=("resets", "size"),
+                                               resets=("resets", "sum"),
+                                               abnormal=("abnormal", "sum")).reset_index()
+    g["server"] = g["server"].astype(object)
+    g["reset_share"] = g["resets"] / g["connections"]
+    g["abnormal_share"] = g["abnormal"] / g["connections"]
+    g = g.sort_values(["resets", "abnormal", "connections", "server"],
+                      ascending=[False, False, False, True], kind="stable")
+    if n is not None:
+        g = g.head(n)
+    return g[cols].reset_index(drop=True).astype({"resets": int, "abnormal": int})
+
+
+def endings_over_time(df: pd.DataFrame, bins: int = 60, t0: float | None = None
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Bin edges (seconds since ``t0``, default the first packet) and, per case in catalog
+    order, how many connections ended in each bin."""
+    if df.empty:
+        return np.array([0.0, 1.0]), {}
+    start = df["start"].to_numpy(float)
+    end = df["end"].to_numpy(float)
+    t0 = float(np.nanmin(start)) if t0 is None else t0
+    end = np.nan_to_num(end - t0, nan=0.0)
+    span = max(float(end.max()), 1e-6)
+    edges = np.linspace(0.0, span * 1.0001, max(1, bins) + 1)
+    codes, ids = pd.factorize(df["case"])
+    which = np.clip(np.searchsorted(edges, end, side="right") - 1, 0, len(edges) - 2)
+    table = np.zeros((len(ids), len(edges) - 1), dtype=np.int64)
+    np.add.at(table, (codes, which), 1)
+    order = sorted(range(len(ids)), key=lambda i: (_ORDER.get(ids[i], len(_ORDER)), ids[i]))
+    return edges, {str(ids[i]): table[i] for i in order}
+
+
+def summary_object(df: pd.DataFrame, n_files: int, n: int = 10) -> dict:
+    """Everything the text view's summary says, as one JSON-ready object: per case its count and
+    share and, for an abnormal case, ``top``: per ``TOP_BY`` key the ``n`` most frequent values
+    (value, count, share of the case) and how many distinct values there are."""
+    ct = case_table(df)
+    abnormal = df[df["case"].isin(cases.ABNORMAL)] if len(df) else df
+    tops = {by: top(abnormal, by, n=n) for by in TOP_BY}
+    counts = {by: distinct(abnormal, by) for by in TOP_BY}
+    out_cases = []
+    for row in ct.itertuples(index=False):
+        entry = {"case": row.case, "title": row.title, "abnormal": bool(row.abnormal),
+                 "count": int(row.count), "share": round(float(row.share), 6)}
+        if row.abnormal:
+            entry["top"] = {}
+            for by, t in tops.items():
+                sel = t[t["case"] == row.case]
+                entry["top"][by] = {
+                    "distinct": int(counts[by].get(row.case, 0)),
+                    "values": [{"value": str(v), "count": int(c), "share": round(float(s), 6)}
+                               for v, c, s in zip(sel[by], sel["count"], sel["share"],
+                                                  strict=True)]}
+        out_cases.append(entry)
+    return {"connections": int(len(df)), "files": int(n_files),
+            "abnormal": int(ct.loc[ct["abnormal"], "count"].sum()) if len(ct) else 0,
+            "cases": out_cases}
