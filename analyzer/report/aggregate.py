@@ -41,14 +41,22 @@ def as_frame(data) -> pd.DataFrame:
     return pd.DataFrame(list(data), columns=None)
 
 
-def _categorical(s: pd.Series) -> pd.Categorical:
+def categorical(s: pd.Series) -> pd.Categorical:
+    """``s`` as a Categorical without missing values (a missing value becomes "")."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cat = s.array
+        if (cat.codes < 0).any():
+            if "" not in cat.categories:
+                cat = cat.add_categories([""])
+            cat = cat.fillna("")
+        return cat
     return pd.Categorical(s.astype(object).where(s.notna(), ""))
 
 
-def _split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+def split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``addr:port`` -> (addr, port as text). Done on the distinct values only: a million
     connections have a few thousand servers, and string work per row is the slow part."""
-    cat = _categorical(s)
+    cat = categorical(s)
     parts = pd.Series(cat.categories, dtype=object).str.rpartition(":")
     addr = parts[0].str.strip("[]").to_numpy(object)
     port = parts[2].to_numpy(object)
@@ -71,20 +79,25 @@ def _network(addrs: np.ndarray) -> np.ndarray:
 
 
 def key(df: pd.DataFrame, by: str) -> pd.Series:
-    """The column ``by`` names (see the module docstring), one value per row of ``df``."""
+    """The column ``by`` names (see the module docstring), one value per row of ``df``. The
+    report's compact table holds ``client_addr`` and ``client_port`` instead of ``client``."""
     if by not in BY:
         raise ValueError(f"by must be one of {', '.join(BY)}, not {by!r}")
+    if by in df.columns:
+        return df[by]
     side, _, part = by.partition("_")
+    if part == "net":
+        cat = categorical(key(df, f"{side}_addr"))
+        nets = _network(np.asarray(cat.categories, dtype=object))
+        return pd.Series(nets[cat.codes], index=df.index)
+    if side not in df.columns:  # addr and port columns: join them
+        addr = df[f"{side}_addr"].astype(object).astype(str)
+        addr = addr.where(~addr.str.contains(":", regex=False), "[" + addr + "]")
+        return addr + ":" + df[f"{side}_port"].astype(str)
     if not part:
-        return df[side].astype(object)
-    addr, port = _split(df[side])
-    if part == "port":
-        return port
-    if part == "addr":
-        return addr
-    cat = _categorical(addr)
-    nets = _network(np.asarray(cat.categories, dtype=object))
-    return pd.Series(nets[cat.codes], index=df.index)
+        return df[side]
+    addr, port = split(df[side])
+    return port if part == "port" else addr
 
 
 def case_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -152,7 +165,7 @@ def server_rates(df: pd.DataFrame, n: int | None = 20) -> pd.DataFrame:
     cols = ["server", "connections", "resets", "reset_share", "abnormal", "abnormal_share"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    t = pd.DataFrame({"server": _categorical(df["server"]),
+    t = pd.DataFrame({"server": categorical(df["server"]),
                       "resets": is_reset(df),
                       "abnormal": df["case"].isin(cases.ABNORMAL).to_numpy()})
     g = t.groupby("server", observed=True).agg(connections=("resets", "size"),
