@@ -217,8 +217,14 @@ def test_streamed_table_equals_the_analysis_table(many):
     from analyzer.report.commands import _gather
 
     streamed = _gather([str(many)], 3).table
-    built = table.compact(analyzer.analyze(str(many)).connections)
+    a = analyzer.analyze(str(many))
+    built = table.compact(a.connections)
     pd.testing.assert_frame_equal(streamed.astype(str), built.astype(str))
+    from_rows = table.Collector(3)  # pandas rows: missing values are NaN, not None
+    for rec in a.records():
+        from_rows.add(rec)
+    assert a.connections["closer"].isna().any()
+    pd.testing.assert_frame_equal(from_rows.frame().astype(str), built.astype(str))
 
 
 def readable(texts: list[str]) -> None:

@@ -50,7 +50,13 @@ def categorical(s: pd.Series) -> pd.Categorical:
                 cat = cat.add_categories([""])
             cat = cat.fillna("")
         return cat
-    return pd.Categorical(s.astype(object).where(s.notna(), ""))
+    codes, uniques = pd.factorize(s.to_numpy(object))  # (no sort: a million strings are slow)
+    uniques = list(uniques)
+    if (codes < 0).any():  # missing values: the entry ""
+        if "" not in uniques:
+            uniques.append("")
+        codes = np.where(codes < 0, uniques.index(""), codes)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
 
 
 def split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -78,7 +84,7 @@ def _network(addrs: np.ndarray) -> np.ndarray:
     return out
 
 
-def key(df: pd.DataFrame, by: str) -> pd.Series:
+def key(df: pd.DataFrame, by: str, _split_cache: dict | None = None) -> pd.Series:
     """The column ``by`` names (see the module docstring), one value per row of ``df``. The
     report's compact table holds ``client_addr`` and ``client_port`` instead of ``client``."""
     if by not in BY:
@@ -87,7 +93,7 @@ def key(df: pd.DataFrame, by: str) -> pd.Series:
         return df[by]
     side, _, part = by.partition("_")
     if part == "net":
-        cat = categorical(key(df, f"{side}_addr"))
+        cat = categorical(key(df, f"{side}_addr", _split_cache))
         nets = _network(np.asarray(cat.categories, dtype=object))
         return pd.Series(nets[cat.codes], index=df.index)
     if side not in df.columns:  # addr and port columns: join them
@@ -96,8 +102,20 @@ def key(df: pd.DataFrame, by: str) -> pd.Series:
         return addr + ":" + df[f"{side}_port"].astype(str)
     if not part:
         return df[side]
-    addr, port = split(df[side])
+    cache = {} if _split_cache is None else _split_cache
+    if side not in cache:  # the address and the port come from one split
+        cache[side] = split(df[side])
+    addr, port = cache[side]
     return port if part == "port" else addr
+
+
+def keyed(df: pd.DataFrame, bys=TOP_BY) -> pd.DataFrame:
+    """``case`` and a column per key of ``bys``, each computed once (an ``addr:port`` column is
+    split once for both its parts): for several ``top()`` and ``distinct()`` calls."""
+    cache: dict = {}
+    cols = {"case": categorical(df["case"]),
+            **{by: categorical(key(df, by, cache)) for by in bys}}
+    return pd.DataFrame(cols, index=df.index)
 
 
 def case_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -129,27 +147,40 @@ def top(df: pd.DataFrame, by: str = "server", case=None, n: int | None = 10) -> 
     cols = ["case", by, "count", "share"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    keys = key(df, by)
-    groups = (pd.DataFrame({"case": df["case"].to_numpy(object), by: keys.to_numpy(object)})
-              .groupby(["case", by], sort=False, observed=True).size().rename("count")
-              .reset_index())
-    totals = groups.groupby("case", sort=False)["count"].transform("sum")
-    groups["share"] = groups["count"] / totals
-    groups["_order"] = groups["case"].map(lambda c: _ORDER.get(c, len(_ORDER)))
-    groups = groups.sort_values(["_order", "case", "count", by],
-                                ascending=[True, True, False, True], kind="stable")
+    g = _pairs(df, by)
+    if n is not None:  # the n largest counts per case, and any value tied with the n-th
+        nth = g.groupby("case", sort=False)["count"].transform(
+            lambda c: c.nlargest(n).min())
+        g = g[g["count"] >= nth]
+    g = g.sort_values(["_order", "case", "count", by], ascending=[True, True, False, True],
+                      kind="stable")
     if n is not None:
-        groups = groups.groupby("case", sort=False).head(n)
-    return groups[cols].reset_index(drop=True)
+        g = g.groupby("case", sort=False).head(n)
+    return g[cols].reset_index(drop=True)
+
+
+def _pairs(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Every (case, value) pair of ``df`` with its count and share, counted on integer codes."""
+    kc, cc = categorical(key(df, by)), categorical(df["case"])
+    width = max(1, len(kc.categories))
+    combo = cc.codes.astype(np.int64) * width + kc.codes
+    uniq, counts = np.unique(combo, return_counts=True)
+    g = pd.DataFrame({"case": np.asarray(cc.categories, dtype=object)[uniq // width],
+                      by: np.asarray(kc.categories, dtype=object)[uniq % width],
+                      "count": counts.astype(np.int64)})
+    g["share"] = g["count"] / g.groupby("case", sort=False)["count"].transform("sum")
+    g["_order"] = g["case"].map(_ORDER).fillna(len(_ORDER))
+    return g
 
 
 def distinct(df: pd.DataFrame, by: str) -> pd.Series:
     """How many distinct values of ``by`` each case has (to say how many a top list left out)."""
     if df.empty:
         return pd.Series(dtype=int)
-    frame = pd.DataFrame({"case": df["case"].to_numpy(object),
-                          "k": key(df, by).to_numpy(object)})
-    return frame.groupby("case", sort=False)["k"].nunique()
+    kc, cc = categorical(key(df, by)), categorical(df["case"])
+    combo = np.unique(cc.codes.astype(np.int64) * max(1, len(kc.categories)) + kc.codes)
+    per = np.bincount(combo // max(1, len(kc.categories)), minlength=len(cc.categories))
+    return pd.Series(per, index=pd.Index(cc.categories, dtype=object)).loc[lambda s: s > 0]
 
 
 def is_reset(df: pd.DataFrame) -> np.ndarray:
@@ -206,7 +237,7 @@ def summary_object(df: pd.DataFrame, n_files: int, n: int = 10) -> dict:
     share and, for an abnormal case, ``top``: per ``TOP_BY`` key the ``n`` most frequent values
     (value, count, share of the case) and how many distinct values there are."""
     ct = case_table(df)
-    abnormal = df[df["case"].isin(cases.ABNORMAL)] if len(df) else df
+    abnormal = keyed(df[df["case"].isin(cases.ABNORMAL)]) if len(df) else df
     tops = {by: top(abnormal, by, n=n) for by in TOP_BY}
     counts = {by: distinct(abnormal, by) for by in TOP_BY}
     out_cases = []

@@ -110,6 +110,7 @@ def _tops(df: pd.DataFrame) -> str:
     ab = df[df["abnormal"]]
     if ab.empty:
         return "<p>No abnormal endings.</p>"
+    ab = aggregate.keyed(ab)
     tops = {by: aggregate.top(ab, by, n=TOP_N) for by in aggregate.TOP_BY}
     distinct = {by: aggregate.distinct(ab, by) for by in aggregate.TOP_BY}
     counts = ab["case"].value_counts()

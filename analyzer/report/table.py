@@ -46,8 +46,12 @@ def sees_text(v) -> str:
     return ", ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else str(v)
 
 
+def _null(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x == ""
+    return _null(x) or x == ""
 
 
 def confidence_text(confidence, rival) -> str:
@@ -92,6 +96,20 @@ class Collector:
     def __len__(self) -> int:
         return len(self.numbers["conn"])
 
+    def _categories(self, name: str) -> tuple[np.ndarray, list]:
+        """Codes and categories of a string column; a missing value (None, or NaN from a
+        pandas row) is coded -1, as pandas codes it, not as a category."""
+        values = list(self.values[name])  # in code order: dicts keep insertion order
+        codes = np.array(self.codes[name], dtype=np.int64)
+        if not any(_null(v) for v in values):
+            return codes, values
+        remap, kept = np.empty(len(values), dtype=np.int64), []
+        for i, v in enumerate(values):
+            remap[i] = -1 if _null(v) else len(kept)
+            if not _null(v):
+                kept.append(v)
+        return remap[codes] if len(codes) else codes, kept
+
     def frame(self) -> pd.DataFrame:
         """The table (the collector is emptied: its arrays move into the frame)."""
         data = {}
@@ -101,13 +119,7 @@ class Collector:
                 data[name] = np.array(arr, dtype=np.float64 if arr.typecode == "d"
                                       else np.int64)
             else:
-                cats = [None if v is None else v for v in self.values[name]]
-                has_none = None in cats
-                codes = np.array(self.codes[name], dtype=np.int64)
-                if has_none:  # pandas codes a missing value as -1, not as a category
-                    k = cats.index(None)
-                    codes = np.where(codes == k, -1, codes - (codes > k))
-                    cats.pop(k)
+                codes, cats = self._categories(name)
                 data[name] = pd.Categorical.from_codes(codes, categories=pd.Index(
                     cats, dtype=object))
         for store in (self.codes, self.numbers):

@@ -84,14 +84,16 @@ _REDUNDANT = {"server_port": "server", "client_net": "client_addr"}
 
 
 def who_resets_whom(df, n: int = 3) -> str:
-    """For each abnormal case in ``df`` (a table with case, client, server): its most frequent
-    server endpoints and ports, client addresses and networks, with counts and shares. The port
-    and network lines are left out where they say no more than the line above them."""
+    """For each abnormal case in ``df`` (a table with case, server and client or client_addr):
+    its most frequent server endpoints and ports, client addresses and networks, with counts
+    and shares. The port and network lines are left out where they say no more than the line
+    above them."""
     from analyzer.report import aggregate
 
     ab = df[df["case"].isin(cases.ABNORMAL)] if len(df) else df
     if ab.empty:
         return ""
+    ab = aggregate.keyed(ab)
     tops = {by: aggregate.top(ab, by, n=n) for by in aggregate.TOP_BY}
     distinct = {by: aggregate.distinct(ab, by) for by in aggregate.TOP_BY}
     counts = ab["case"].value_counts()
@@ -125,7 +127,8 @@ class View:
         self.limit = limit
         self.everything = everything
         self.counts: Counter[str] = Counter()
-        self.ends: list[tuple] = []  # (case, client, server); one shared stub per normal case
+        # (case, client address, server); one shared stub per ordinary case
+        self.ends: list[tuple] = []
         self._stub: dict[str, tuple] = {}
         self.listed: dict[str, list[dict]] = {}
 
@@ -133,7 +136,8 @@ class View:
         case = rec["case"]
         self.counts[case] += 1
         if rec["abnormal"]:
-            self.ends.append((case, rec["client"], rec["server"]))
+            self.ends.append((case, rec["client"].rpartition(":")[0].strip("[]"),
+                              rec["server"]))
         else:
             self.ends.append(self._stub.setdefault(case, (case, None, None)))
         if not (rec["abnormal"] or self.everything) or self.limit == 0:
@@ -148,7 +152,7 @@ class View:
     def frame(self):
         import pandas as pd
 
-        return pd.DataFrame(self.ends, columns=["case", "client", "server"])
+        return pd.DataFrame(self.ends, columns=["case", "client_addr", "server"])
 
     def render(self, n_files: int, reports=()) -> str:
         parts = [summary_from_counts(self.counts, n_files)]
