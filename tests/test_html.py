@@ -139,9 +139,10 @@ def chromium_dom(page: Path) -> tuple[Dom, str]:
     return dom, proc.stderr
 
 
-def instrumented(page: str) -> str:
+def instrumented(page: str, probe: bool = True) -> str:
     assert page.count("<head>") == 1 and page.count("</body>") == 1
-    return page.replace("<head>", "<head>" + HOOK).replace("</body>", PROBE + "</body>")
+    return page.replace("<head>", "<head>" + HOOK).replace("</body>",
+                                                           (PROBE if probe else "") + "</body>")
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +291,16 @@ def test_small_page_reads_cleanly(pcap, tmp_path):
     assert dom.root.get("data-js-errors") is None and "data-ready" in dom.root
     readable(dom.texts)
     assert any("ECONNREFUSED" in t for t in dom.texts)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_empty_page(tmp_path):
+    page = tmp_path / "empty.html"
+    page.write_text(instrumented(html.render_report(analyzer.analyze()), probe=False), "utf-8")
+    dom, _ = chromium_dom(page)
+    assert dom.root.get("data-js-errors") is None and "data-ready" in dom.root
+    assert "0 of 0 connections shown" in dom.texts and "page 1 of 1" in dom.texts
+    readable(dom.texts)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

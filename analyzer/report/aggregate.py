@@ -63,6 +63,9 @@ def split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``addr:port`` -> (addr, port as text). Done on the distinct values only: a million
     connections have a few thousand servers, and string work per row is the slow part."""
     cat = categorical(s)
+    if not len(cat.categories):
+        empty = pd.Series([], index=s.index, dtype=object)
+        return empty, empty.copy()
     parts = pd.Series(cat.categories, dtype=object).str.rpartition(":")
     addr = parts[0].str.strip("[]").to_numpy(object)
     port = parts[2].to_numpy(object)

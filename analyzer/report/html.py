@@ -272,7 +272,7 @@ def render_report(source, *, title: str | None = None, per_case: int = 2,
 <h2>Connections</h2>
 {_connections(df, t0, anchors)}
 <h2>Abnormal connections</h2>
-{note}{''.join(sections) or '<p>None.</p>'}
+{note}{''.join(sections) or '<p>No abnormal connections.</p>'}
 <script>{page.JS}</script>
 </body></html>
 """

@@ -14,7 +14,7 @@ h1{margin-bottom:.2em} .muted{color:#666} table{border-collapse:collapse;margin:
 th,td{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}
 th{background:#f0f0f0} #connections th{cursor:pointer;user-select:none}
 th.asc::after{content:" \\25B2"} th.desc::after{content:" \\25BC"}
-tr.abnormal td.case{font-weight:bold;color:#b00} td.num{text-align:right}
+tr.abnormal td.case, tr.abnormal td.case a{font-weight:bold;color:#b00} td.num{text-align:right}
 .swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:middle}
 .controls{margin:.5em 0} .controls>*{margin-right:1em}
 .tops{display:flex;flex-wrap:wrap;gap:0 1.5em} .tops table{min-width:16em}
