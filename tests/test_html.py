@@ -19,7 +19,7 @@ import pytest
 import analyzer
 from analyzer.cli import main
 from analyzer.errors import OutputExists
-from analyzer.report import commands, html, plot, table
+from analyzer.report import aggregate, commands, html, plot, table
 from tests.test_plot import craft
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -78,6 +78,9 @@ PROBE = """<script>
     link.click();
     out.drill = {server: link.dataset.filter, rows: all().map(function (r) {
       return [r.conn, r.case, r.cells[3]]; })};
+    var net = document.querySelector("table.top[data-case='refused'][data-by='client_net'] a.drill");
+    net.click();
+    out.net = {filter: net.dataset.filter, rows: conns(all())};
     var pre = document.createElement('pre'); pre.id = 'probe';
     pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
   }
@@ -275,10 +278,15 @@ def test_rendered_table_matches_analyze_json(many, tmp_path, capsys):
     assert sorted(probe["abnormal"]) == sorted(r["conn"] for r in recs if r["abnormal"])
     assert sorted(probe["text"]) == sorted(r["conn"] for r in recs
                                            if ":8080" in r["server"] or ":8080" in r["client"])
-    server = probe["drill"]["server"]
+    field, server = probe["drill"]["server"].split("=", 1)
+    assert field == "server" and probe["drill"]["rows"]
     assert sorted(x[0] for x in probe["drill"]["rows"]) == sorted(
-        r["conn"] for r in recs if r["case"] == "refused" and server in r["server"])
-    assert probe["drill"]["rows"]
+        r["conn"] for r in recs if r["case"] == "refused" and r["server"] == server)
+    field, net = probe["net"]["filter"].split("=", 1)
+    in_net = aggregate.top(pd.DataFrame(recs), "client_net", case="refused", n=None)
+    assert field == "net" and len(probe["net"]["rows"]) == \
+        int(in_net.loc[in_net["client_net"] == net, "count"].iloc[0])
+    assert set(probe["net"]["rows"]) <= {r["conn"] for r in recs if r["case"] == "refused"}
     readable(dom.texts)
 
 

@@ -59,21 +59,28 @@ def categorical(s: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
 
 
+def _derive(cat: pd.Categorical, values: np.ndarray, index) -> pd.Series:
+    """A categorical Series whose row i holds ``values[code of row i]``: a value computed once
+    per category (an address from an endpoint, a network from an address) costs one integer
+    lookup per row, not one string."""
+    codes, uniques = pd.factorize(values)
+    return pd.Series(pd.Categorical.from_codes(codes[cat.codes], categories=pd.Index(
+        uniques, dtype=object)), index=index)
+
+
 def split(s: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """``addr:port`` -> (addr, port as text). Done on the distinct values only: a million
-    connections have a few thousand servers, and string work per row is the slow part."""
+    """``addr:port`` -> (addr, port as text), as categoricals. Done on the distinct values only:
+    a million connections have a few thousand servers, and string work per row is slow."""
     cat = categorical(s)
     if not len(cat.categories):
         empty = pd.Series([], index=s.index, dtype=object)
         return empty, empty.copy()
     parts = pd.Series(cat.categories, dtype=object).str.rpartition(":")
     addr = parts[0].str.strip("[]").to_numpy(object)
-    port = parts[2].to_numpy(object)
-    codes = cat.codes
-    return (pd.Series(addr[codes], index=s.index), pd.Series(port[codes], index=s.index))
+    return _derive(cat, addr, s.index), _derive(cat, parts[2].to_numpy(object), s.index)
 
 
-def _network(addrs: np.ndarray) -> np.ndarray:
+def network(addrs: np.ndarray) -> np.ndarray:
     """The /24 of each IPv4 address, the /64 of each IPv6 one (for distinct addresses)."""
     out = np.empty(len(addrs), dtype=object)
     for i, a in enumerate(addrs):
@@ -97,8 +104,7 @@ def key(df: pd.DataFrame, by: str, _split_cache: dict | None = None) -> pd.Serie
     side, _, part = by.partition("_")
     if part == "net":
         cat = categorical(key(df, f"{side}_addr", _split_cache))
-        nets = _network(np.asarray(cat.categories, dtype=object))
-        return pd.Series(nets[cat.codes], index=df.index)
+        return _derive(cat, network(np.asarray(cat.categories, dtype=object)), df.index)
     if side not in df.columns:  # addr and port columns: join them
         addr = df[f"{side}_addr"].astype(object).astype(str)
         addr = addr.where(~addr.str.contains(":", regex=False), "[" + addr + "]")

@@ -73,20 +73,19 @@ def _doc(documents: str) -> str:
     return f"<span data-cjk=\"{escape(documents)}\">{escape(plain)}</span>"
 
 
-def _drill(value: str, case: str | None = None) -> str:
+def _drill(value: str, case: str | None = None, filter_: str | None = None) -> str:
     extra = f" data-case='{escape(case)}'" if case else ""
-    return (f"<a class='drill' href='#connections' data-filter='{escape(value)}'{extra}>"
-            f"{escape(value)}</a>")
+    return (f"<a class='drill' href='#connections' data-filter='{escape(filter_ or value)}'"
+            f"{extra}>{escape(value)}</a>")
+
+
+_FILTER = {"server": "server", "server_port": "port", "client_addr": "client",
+           "client_net": "net"}
 
 
 def _cell_value(by: str, value: str, case: str) -> str:
-    """A top-table value, as a link that filters the table to it where the filter can: a port
-    as ":port"; a network is not text any row contains."""
-    if by == "client_net":
-        return escape(value)
-    link = _drill(value, case)
-    return link.replace(f"data-filter='{escape(value)}'", f"data-filter=':{escape(value)}'") \
-        if by == "server_port" else link
+    """A top-table value as a link that filters the connection table to exactly it."""
+    return _drill(value, case, f"{_FILTER[by]}={value}")
 
 
 def _summary(df: pd.DataFrame) -> str:
@@ -107,7 +106,9 @@ def _summary(df: pd.DataFrame) -> str:
 
 
 def _tops(df: pd.DataFrame) -> str:
-    ab = df[df["abnormal"]]
+    # only the columns the keys come from: a copy of every column of 600k rows costs 100s of MB
+    cols = ["case", "server"] + (["client_addr"] if "client_addr" in df else ["client"])
+    ab = df.loc[df["abnormal"].to_numpy(), cols]
     if ab.empty:
         return "<p>No abnormal endings.</p>"
     ab = aggregate.keyed(ab)
@@ -141,7 +142,8 @@ def _rates(df: pd.DataFrame) -> str:
     if r.empty:
         return "<p>No connections.</p>"
     rows = "".join(
-        f"<tr><td>{_drill(str(x.server))}</td><td class='num'>{number(x.connections)}</td>"
+        f"<tr><td>{_drill(str(x.server), None, f'server={x.server}')}</td>"
+        f"<td class='num'>{number(x.connections)}</td>"
         f"<td class='num'>{number(x.resets)}</td><td class='num'>{percent(x.reset_share)}</td>"
         f"<td class='num'>{number(x.abnormal)}</td>"
         f"<td class='num'>{percent(x.abnormal_share)}</td></tr>" for x in r.itertuples())
@@ -157,7 +159,7 @@ def _connections(df: pd.DataFrame, t0: float, anchors: dict[str, str]) -> str:
                       for c in aggregate.case_table(df)["case"])
     blob = table.pack(df, t0)
     return f"""<div class="controls"><input id="filter" type="search"
-placeholder="filter (address, port, case, errno…)">
+placeholder="filter: any text, or server=, port=, client=, net=">
 <select id="case-filter"><option value="">all cases</option>{options}</select>
 <label><input id="abnormal-only" type="checkbox"> abnormal only</label>
 <span id="shown-count"></span></div>

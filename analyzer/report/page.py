@@ -5,7 +5,9 @@ byte-shuffled typed columns), then pages, sorts and filters it in the browser. O
 on screen is ever turned into DOM rows: a million ``<tr>`` take a browser tens of seconds to lay
 out, a hundred take a millisecond. When the first page is drawn it sets ``data-ready`` (ms since
 navigation) on ``<html>``; a failure to decode sets ``data-table-error`` and says so on the page.
-Clicking a value in the top-endpoint tables filters the table to it (drill-down).
+Clicking a value in the top-endpoint tables filters the table to it (drill-down): the filter
+box then holds ``server=ADDR:PORT``, ``port=N``, ``client=ADDR`` or ``net=NETWORK``, exact
+matches (anything else typed there matches as text, anywhere in a row).
 """
 
 CSS = """
@@ -84,6 +86,7 @@ JS = r"""
       if (sd) { t += sd[i]; start[i] = t; } else start[i] = col.start_f[i];
     }
     col.abnormal = head.case_abnormal;
+    col.caddr_net = head.caddr_net;
   }
   function base(path) { return path.replace(/^.*[\\/]/, ''); }
   function client(i) {
@@ -129,8 +132,26 @@ JS = r"""
     else if (name === 'packets') k.set(col.packets);
     return k;
   }
+  function exact(field, v) {  // "server=a:p", "port=p", "client=a", "net=n": what drill-down sets
+    function entries(dict, test) {
+      var ok = new Uint8Array(dict.length);
+      dict.forEach(function (s, k) { ok[k] = test(s) ? 1 : 0; });
+      return ok;
+    }
+    if (field === 'server') { var s = entries(D.server, function (x) { return x.toLowerCase() === v; });
+      return function (i) { return s[col.server[i]]; }; }
+    if (field === 'port') { var p = entries(D.server, function (x) { return x.slice(x.lastIndexOf(':') + 1) === v; });
+      return function (i) { return p[col.server[i]]; }; }
+    if (field === 'client') { var a = entries(D.caddr, function (x) { return x.toLowerCase() === v; });
+      return function (i) { return a[col.caddr[i]]; }; }
+    if (field === 'net') { var nets = entries(D.cnet, function (x) { return x.toLowerCase() === v; });
+      return function (i) { return nets[col.caddr_net[col.caddr[i]]]; }; }
+    return null;
+  }
   function matcher(q) {  // per dictionary entry once, then per row only the client text
     if (!q) return null;
+    var f = /^(server|port|client|net)=(.+)$/.exec(q);
+    if (f) return exact(f[1], f[2]);
     function hits(dict) { return dict.map(function (s) { return s.toLowerCase().indexOf(q) >= 0; }); }
     var h = {file: hits(D.file.map(base)), server: hits(D.server), 'case': hits(D['case']),
              closer: hits(D.closer), csees: hits(D.csees), ssees: hits(D.ssees), conf: hits(D.conf)};
@@ -191,7 +212,9 @@ JS = r"""
     Array.prototype.forEach.call(document.querySelectorAll('a.drill'), function (a) {
       a.addEventListener('click', function (e) {
         e.preventDefault();
-        sel.value = a.dataset.case || ''; abn.checked = false;
+        sel.value = a.dataset.case || ''; abn.checked = false; sortKey = null;
+        Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) {
+          h.classList.remove('asc', 'desc'); });
         text.value = a.dataset.filter; apply();
         table.scrollIntoView();
       });

@@ -199,16 +199,27 @@ def pack(df: pd.DataFrame, t0: float) -> str:
     dur = np.rint((df["end"].to_numpy(float) - df["start"].to_numpy(float)) * 1e3)
     cols["dur"] = dur.clip(0, 2**32 - 1).astype(np.uint32)
     cols["packets"] = df["packets"].to_numpy(np.int64).clip(0, 2**32 - 1).astype(np.uint32)
-    header: dict = {"n": n, "columns": {}, "dicts": dicts,
+    # each client address's network, once per address (the page's net= filter)
+    nets = aggregate.network(np.asarray(dicts["caddr"], dtype=object))
+    net_codes, dicts["cnet"] = pd.factorize(nets) if len(nets) else (np.zeros(0, int), [])
+    header: dict = {"n": n, "columns": {}, "dicts": {**dicts, "cnet": [str(x) for x in
+                                                                       dicts["cnet"]]},
+                    "caddr_net": [int(c) for c in net_codes],
                     "case_abnormal": [c in cases.ABNORMAL for c in dicts["case"]]}
-    parts, offset = [], 0
+    offsets, offset = [], 0
     for name, arr in cols.items():
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-        raw = arr.view(np.uint8).reshape(n, arr.itemsize).T.tobytes()
         header["columns"][name] = {"type": arr.dtype.name, "offset": offset}
-        parts.append(raw + b"\0" * (-len(raw) % 8))  # typed arrays need aligned offsets
-        offset += len(parts[-1])
+        size = arr.nbytes + (-arr.nbytes % 8)  # typed arrays need aligned offsets
+        offsets.append(size)
+        offset += size
     head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     head += b" " * (-(len(head) + 4) % 8)
-    body = len(head).to_bytes(4, "little") + head + b"".join(parts)
-    return base64.b64encode(zlib.compress(body, 6)).decode("ascii")
+    # compressed column by column: the raw columns are never joined in memory
+    z = zlib.compressobj(6)
+    out = [z.compress(len(head).to_bytes(4, "little") + head)]
+    for arr, size in zip(cols.values(), offsets, strict=True):
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        out.append(z.compress(arr.view(np.uint8).reshape(n, arr.itemsize).T.tobytes()))
+        out.append(z.compress(b"\0" * (size - arr.nbytes)))
+    out.append(z.flush())
+    return base64.b64encode(b"".join(out)).decode("ascii")
