@@ -32,7 +32,7 @@ from analyzer.report import aggregate
 # the report's table: repeated strings are pandas categoricals, clients split in address + port
 CATEGORIES = ("file", "client_addr", "server", "case", "closer", "client_sees", "server_sees",
               "confidence", "zeek_state")
-NUMBERS = {"conn": "q", "client_port": "q", "start": "d", "end": "d", "packets": "q",
+NUMBERS = {"conn": "q", "client_port": "i", "start": "d", "end": "d", "packets": "q",
            "first_frame": "q", "last_frame": "q"}
 COLUMNS = ("file", "conn", "client_addr", "client_port", "server", "start", "end", "packets",
            "case", "closer", "client_sees", "server_sees", "confidence", "zeek_state",
@@ -67,7 +67,7 @@ class Collector:
 
     def __init__(self, per_case: int = 3):
         self.per_case = per_case
-        self.codes = {c: array("l") for c in CATEGORIES}
+        self.codes = {c: array("i") for c in CATEGORIES}  # 4 bytes a code: 2**31 values
         self.values: dict[str, dict] = {c: {} for c in CATEGORIES}
         self.numbers = {c: array(t) for c, t in NUMBERS.items()}
         self.samples: list[dict] = []
@@ -100,7 +100,7 @@ class Collector:
         """Codes and categories of a string column; a missing value (None, or NaN from a
         pandas row) is coded -1, as pandas codes it, not as a category."""
         values = list(self.values[name])  # in code order: dicts keep insertion order
-        codes = np.array(self.codes[name], dtype=np.int64)
+        codes = np.frombuffer(self.codes.pop(name), dtype=np.int32).copy()
         if not any(_null(v) for v in values):
             return codes, values
         remap, kept = np.empty(len(values), dtype=np.int64), []
@@ -115,15 +115,13 @@ class Collector:
         data = {}
         for name in COLUMNS:
             if name in NUMBERS:
-                arr = self.numbers[name]
+                arr = self.numbers.pop(name)  # (each array freed as soon as it is copied)
                 data[name] = np.array(arr, dtype=np.float64 if arr.typecode == "d"
                                       else np.int64)
             else:
                 codes, cats = self._categories(name)
                 data[name] = pd.Categorical.from_codes(codes, categories=pd.Index(
                     cats, dtype=object))
-        for store in (self.codes, self.numbers):
-            store.clear()
         return _finish(pd.DataFrame(data, columns=list(COLUMNS)))
 
 
