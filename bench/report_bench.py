@@ -161,11 +161,12 @@ def chromium_ready(page: Path, rounds: int = 3) -> tuple[float, dict]:
 
 
 def collector_cost(capture: Path) -> float:
-    """Seconds per connection that gathering the table adds to reading (median of 3)."""
-    import analyzer
+    """Seconds per connection that gathering the table adds to reading (median of 3), on the
+    records the pipeline yields (what ``rstscope report`` feeds it)."""
+    from analyzer.pipeline import iter_records
     from analyzer.report import table
 
-    recs = analyzer.analyze(str(capture)).records()
+    recs = [rec for rec, _ in iter_records([str(capture)], [])]
     runs = []
     for _ in range(3):
         col = table.Collector(2)

@@ -61,34 +61,51 @@ def confidence_text(confidence, rival) -> str:
     return str(confidence) if _missing(rival) else f"{confidence} (or {rival})"
 
 
+# fields of a record that take few distinct combinations together: coded as one tuple
+_VERDICT = ("case", "closer", "client_sees", "server_sees", "confidence", "rival", "zeek_state")
+
+
 class Collector:
-    """The report's columns, one record at a time, without keeping the records: each string
-    column is coded as it comes (a dict per column), numbers go to typed arrays."""
+    """The report's columns, one record at a time, without keeping the records. The fields of
+    the verdict (case, closer, errno lists, confidence, Zeek state) are coded together, one
+    dict lookup for all of them (a capture has a few dozen combinations); file, client address
+    and server get a dict each; numbers go to typed arrays (a few µs a record)."""
 
     def __init__(self, per_case: int = 3):
         self.per_case = per_case
-        self.codes = {c: array("i") for c in CATEGORIES}  # 4 bytes a code: 2**31 values
-        self.values: dict[str, dict] = {c: {} for c in CATEGORIES}
+        self.codes = {c: array("i") for c in ("file", "client_addr", "server", "verdict")}
+        self.values: dict[str, dict] = {c: {} for c in self.codes}
         self.numbers = {c: array(t) for c, t in NUMBERS.items()}
         self.samples: list[dict] = []
         self._sampled: dict[str, int] = {}
 
     def add(self, rec: dict) -> None:
+        # (lookups inlined: this runs once per connection, a million times)
+        values, codes, num = self.values, self.codes, self.numbers
         addr, _, port = rec["client"].rpartition(":")
-        strings = (rec["file"], addr.strip("[]"), rec["server"], rec["case"], rec["closer"],
-                   sees_text(rec["client_sees"]), sees_text(rec["server_sees"]),
-                   confidence_text(rec.get("confidence"), rec.get("rival")),
-                   rec.get("zeek_state"))
-        for name, v in zip(CATEGORIES, strings, strict=True):
-            seen = self.values[name]
-            code = seen.get(v)
-            if code is None:
-                code = seen[v] = len(seen)
-            self.codes[name].append(code)
-        num = self.numbers
+        files, addrs, servers = values["file"], values["client_addr"], values["server"]
+        codes["file"].append(files.setdefault(rec["file"], len(files)))
+        codes["client_addr"].append(addrs.setdefault(addr.strip("[]"), len(addrs)))
+        codes["server"].append(servers.setdefault(rec["server"], len(servers)))
+        try:
+            key = (rec["case"], rec["closer"], tuple(rec["client_sees"]),
+                   tuple(rec["server_sees"]), rec["confidence"], rec["rival"],
+                   rec["zeek_state"])
+            code = values["verdict"].get(key)
+        except TypeError:  # a NaN for a list, from a pandas row
+            code = None
+        if code is None:  # (a NaN never equals itself either: look it up as None)
+            key = tuple(None if _null(v) else tuple(v) if isinstance(v, list | tuple) else v
+                        for v in (rec.get(f) for f in _VERDICT))
+            code = values["verdict"].setdefault(key, len(values["verdict"]))
+        codes["verdict"].append(code)
         num["client_port"].append(int(port))
-        for name in ("conn", "start", "end", "packets", "first_frame", "last_frame"):
-            num[name].append(rec[name])
+        num["conn"].append(rec["conn"])
+        num["start"].append(rec["start"])
+        num["end"].append(rec["end"])
+        num["packets"].append(rec["packets"])
+        num["first_frame"].append(rec["first_frame"])
+        num["last_frame"].append(rec["last_frame"])
         if rec["abnormal"] and self._sampled.get(rec["case"], 0) < self.per_case:
             self._sampled[rec["case"]] = self._sampled.get(rec["case"], 0) + 1
             self.samples.append(rec)
@@ -97,32 +114,60 @@ class Collector:
         return len(self.numbers["conn"])
 
     def _categories(self, name: str) -> tuple[np.ndarray, list]:
-        """Codes and categories of a string column; a missing value (None, or NaN from a
+        """Codes and categories of a coded column; a missing value (None, or NaN from a
         pandas row) is coded -1, as pandas codes it, not as a category."""
         values = list(self.values[name])  # in code order: dicts keep insertion order
         codes = np.frombuffer(self.codes.pop(name), dtype=np.int32).copy()
-        if not any(_null(v) for v in values):
-            return codes, values
-        remap, kept = np.empty(len(values), dtype=np.int64), []
-        for i, v in enumerate(values):
-            remap[i] = -1 if _null(v) else len(kept)
-            if not _null(v):
-                kept.append(v)
-        return remap[codes] if len(codes) else codes, kept
+        return _without_null(codes, values)
+
+    def _verdict_columns(self) -> dict[str, pd.Categorical]:
+        """The verdict's columns, from each combination's values and the rows' codes."""
+        per = list(self.values["verdict"])
+        rows = np.frombuffer(self.codes.pop("verdict"), dtype=np.int32)
+        fields = dict(zip(_VERDICT, zip(*per, strict=True), strict=True)) if per else \
+            {f: () for f in _VERDICT}
+        text = {"case": list(fields["case"]), "closer": list(fields["closer"]),
+                "client_sees": [sees_text(v) for v in fields["client_sees"]],
+                "server_sees": [sees_text(v) for v in fields["server_sees"]],
+                "confidence": [confidence_text(c, r) for c, r in
+                               zip(fields["confidence"], fields["rival"], strict=True)],
+                "zeek_state": list(fields["zeek_state"])}
+        out = {}
+        for name, values in text.items():
+            codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+            codes, cats = _without_null(codes[rows] if len(rows) else
+                                        np.zeros(0, np.int64), list(uniques))
+            out[name] = pd.Categorical.from_codes(codes, categories=pd.Index(cats,
+                                                                             dtype=object))
+        return out
 
     def frame(self) -> pd.DataFrame:
         """The table (the collector is emptied: its arrays move into the frame)."""
-        data = {}
+        data = self._verdict_columns()
         for name in COLUMNS:
             if name in NUMBERS:
                 arr = self.numbers.pop(name)  # (each array freed as soon as it is copied)
                 data[name] = np.array(arr, dtype=np.float64 if arr.typecode == "d"
                                       else np.int64)
-            else:
+            elif name not in data:
                 codes, cats = self._categories(name)
                 data[name] = pd.Categorical.from_codes(codes, categories=pd.Index(
                     cats, dtype=object))
         return _finish(pd.DataFrame(data, columns=list(COLUMNS)))
+
+
+def _without_null(codes: np.ndarray, values: list) -> tuple[np.ndarray, list]:
+    """Codes into ``values`` with the missing ones (None, NaN; pandas' factorize gives -1)
+    coded -1 and left out of the categories."""
+    if not any(_null(v) for v in values):
+        return codes, values
+    remap, kept = np.empty(len(values) + 1, dtype=np.int64), []
+    remap[-1] = -1  # (a code of -1 stays -1)
+    for i, v in enumerate(values):
+        remap[i] = -1 if _null(v) else len(kept)
+        if not _null(v):
+            kept.append(v)
+    return remap[codes] if len(codes) else codes, kept
 
 
 def _finish(df: pd.DataFrame) -> pd.DataFrame:
