@@ -225,7 +225,7 @@ def _timelines(samples: list[dict], max_timelines: int, dpi: int
         key = (rec["file"], int(rec["conn"]))
         fig = plot.ladder_figure(rec, segments=segs.get(key), max_segments=30, layout=None)
         sections.append(_detail(rec, anchors[f"{rec['file']}\t{key[1]}"],
-                                plot.figure_bytes(fig, "png", dpi=dpi)))
+                                plot.compact_png(fig, dpi=dpi)))
     return sections, anchors
 
 
@@ -255,7 +255,7 @@ def render_report(source, *, title: str | None = None, per_case: int = 2,
             f"--conn N</code>.</p>") if n_abnormal else ""
     prob_html = "".join(f"<p class='note'>{escape(p)}</p>" for p in data.problems)
     start = dt.datetime.fromtimestamp(t0, dt.timezone.utc).isoformat() if len(df) else "—"
-    overview = _img(plot.figure_bytes(plot.overview_figure(df), "png", dpi=dpi),
+    overview = _img(plot.compact_png(plot.overview_figure(df), dpi=dpi),
                     "endings by case over time") if len(df) else "<p>No connections.</p>"
     body = (f"<h2>Summary by case</h2>{_summary(df)}"
             f"<h2>Endings over time</h2>{overview}"

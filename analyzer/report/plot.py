@@ -16,6 +16,7 @@ the functions are safe in notebooks, threads and servers::
         the longest-lived abnormal ones. ``analysis``: an Analysis or a connections table.
     segments_by_conn(records, path) -> {(file, conn): [Segment, ...]}   one pass over a capture
     figure_bytes(fig, fmt="png", dpi=100) -> bytes;  save_figure(fig, path, dpi=100)
+    compact_png(fig, dpi=80, colors=64) -> bytes   a palette PNG, for pages of many pictures
 
 Artists tests can find: segment arrows are ``Annotation``s with gid ``segment-<frame>``, state
 labels ``Text``s with gid ``state-<role>-<n>``, errno labels ``sees-<role>``, the heading
@@ -334,6 +335,23 @@ def overview_figure(analysis, **kw) -> Figure:
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
+    return buf.getvalue()
+
+
+def compact_png(fig: Figure, dpi: int = 80, colors: int = 64) -> bytes:
+    """``fig`` as a PNG of at most ``colors`` colours: a third of the bytes of ``savefig``'s
+    for these drawings of lines and text, in less time (drawn once, never decoded again), so
+    that a page of many pictures loads fast."""
+    from PIL import Image
+
+    fig.set_dpi(dpi)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    img = Image.fromarray(np.ascontiguousarray(rgb)).quantize(
+        colors=colors, method=Image.Quantize.FASTOCTREE)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
