@@ -301,6 +301,18 @@ def test_small_page_reads_cleanly(pcap, tmp_path):
     assert any("ECONNREFUSED" in t for t in dom.texts)
 
 
+def test_details_read_cleanly_from_pandas_rows(pcap):
+    """A row of the connections frame holds NaN where a record holds None or no list."""
+    rec = analyzer.analyze(str(pcap)).connections.iloc[0].to_dict()
+    nan = float("nan")
+    rec.update(rival=nan, closer=nan, anomalies=nan, evidence=nan, zeek_state=nan,
+               zeek_history=nan, reason=nan)
+    section = html._detail(rec, "conn-0", None)
+    texts = re.sub(r"<[^>]+>", "\n", section).split("\n")
+    readable([t for t in texts if t.strip()])
+    assert "<dt>confidence</dt><dd>certain</dd>" in section
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_empty_page(tmp_path):
     page = tmp_path / "empty.html"

@@ -177,6 +177,10 @@ def _script_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=True).replace("</", "<\\/")
 
 
+def _is_list(v) -> bool:  # (a pandas row holds NaN where a record holds no list)
+    return isinstance(v, (list, tuple)) or hasattr(v, "__array__")
+
+
 def _detail(rec: dict, anchor: str, png: bytes | None) -> str:
     case = cases.BY_ID.get(rec["case"])
     evidence = rec.get("evidence")
@@ -186,8 +190,8 @@ def _detail(rec: dict, anchor: str, png: bytes | None) -> str:
             ("server sees", table.sees_text(rec.get("server_sees")) or "—"),
             ("advice", rec.get("advice")), ("closer", rec.get("closer")),
             ("confidence", table.confidence_text(rec.get("confidence"), rec.get("rival"))),
-            ("evidence frames", ", ".join(map(str, evidence)) if evidence is not None else ""),
-            ("anomalies", "; ".join(map(str, anomalies)) if anomalies is not None else ""),
+            ("evidence frames", ", ".join(map(str, evidence)) if _is_list(evidence) else ""),
+            ("anomalies", "; ".join(map(str, anomalies)) if _is_list(anomalies) else ""),
             ("Zeek", f"{shown(rec.get('zeek_state'), '')} "
                      f"{shown(rec.get('zeek_history'), '')}".strip())]
     dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(shown(v))}</dd>" for k, v in rows
