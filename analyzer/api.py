@@ -30,6 +30,21 @@ class Analysis:
     def records(self) -> list[dict]:
         return self.connections.to_dict("records")
 
+    def top(self, case=None, by: str = "server", n: int | None = 10) -> pd.DataFrame:
+        """The most frequent endpoints per case: columns case, ``by``, count, share (of the
+        case's connections). ``case``: a case id or a list of them (default: every case);
+        ``by``: server, server_addr, server_port, client, client_addr or client_net (/24, /64);
+        ``n``: per case (None: all). The same numbers as the text view and the report."""
+        from analyzer.report import aggregate
+
+        return aggregate.top(self.connections, by, case=case, n=n)
+
+    def summary(self) -> pd.DataFrame:
+        """Connections per case: case, title, abnormal, count, share (catalog order)."""
+        from analyzer.report import aggregate
+
+        return aggregate.case_table(self.connections)
+
 
 def analyze(*paths: str, timeouts: Timeouts | None = None,
             check_ip_checksums: bool = False, zeek_options: dict | None = None,

@@ -18,6 +18,7 @@ from analyzer import __version__, cases
 from analyzer.errors import CaptureError, RstscopeError, UnreadableCapture, UsageError
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TEXT_LIMIT = 10  # connections listed per case in the text view unless --limit or --all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +35,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="capture files, directories or quoted globs; rotated sets (tcpdump "
                         "-C/-G/-W) found in a directory or glob are read as one capture")
     a.add_argument("--all", action="store_true", help="list every connection, not only "
-                                                      "abnormal endings")
+                                                      "abnormal endings, and all of each case")
+    a.add_argument("--limit", type=int, metavar="N",
+                   help=f"list at most N connections of each case (default {TEXT_LIMIT}; "
+                        "the summary and the top endpoints always count them all)")
+    a.add_argument("--summary-json", action="store_true",
+                   help="print the summary by case and the top endpoints of each abnormal case "
+                        "as one JSON object instead of the text view")
     a.add_argument("--json", action="store_true", help="JSON Lines on stdout, one object per "
                                                        "connection (in the order they end)")
     a.add_argument("--csv", metavar="FILE", help="write the connections table as CSV")
@@ -163,6 +170,11 @@ def cmd_analyze(args) -> int:
     for out in (args.csv, args.parquet):
         if out:
             export.check_writable(out, args.force)
+    if args.json and args.summary_json:
+        raise UsageError("--json and --summary-json both write to standard output: pick one")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    limit = args.limit if args.limit is not None else None if args.all else TEXT_LIMIT
 
     def one_line(text: str) -> str:  # a file name may hold newlines or terminal escapes
         return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
@@ -170,7 +182,6 @@ def cmd_analyze(args) -> int:
     from analyzer.report.progress import Progress
 
     reports: list[FileReport] = []
-    table: list[dict] = []  # what the text view or the files need
     need_all = bool(args.csv or args.parquet)
     bars: list[Progress] = []
 
@@ -192,6 +203,8 @@ def cmd_analyze(args) -> int:
         if fast_json else None
     units, runner = scale.prepare(args, progress, want=want)
 
+    rows: list[dict] = []  # every record, for --csv / --parquet
+    view = text.View(limit, everything=args.all) if not args.json else None
     unreadable = 0
     interrupted = False
     stdout = sys.stdout
@@ -207,10 +220,10 @@ def cmd_analyze(args) -> int:
                         continue
                     if args.json:
                         stdout.write(export.json_line(rec) + "\n")
-                    if need_all or (not args.json and (args.all or rec["abnormal"])):
-                        table.append(rec)
-                    elif not args.json:
-                        table.append({"case": rec["case"]})  # counted in the summary only
+                    if need_all:
+                        rows.append(rec)
+                    if view is not None:
+                        view.add(rec)
             except UnreadableCapture as e:
                 unreadable += 1
                 print(f"rstscope: {one_line(str(e))}", file=sys.stderr)
@@ -231,28 +244,18 @@ def cmd_analyze(args) -> int:
 
         from analyzer.pipeline import RECORD_FIELDS
 
-        df = pd.DataFrame([t for t in table if "file" in t], columns=list(RECORD_FIELDS))
+        df = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
         if args.csv:
             export.write_csv(df, args.csv, args.force)
         if args.parquet:
             export.write_parquet(df, args.parquet, args.force)
-    if not args.json:
-        shown = sorted((t for t in table if "file" in t and (args.all or t["abnormal"])),
-                       key=lambda t: (t["file"], t["conn"]))
-        last_file = None
-        for rec in shown:
-            if len(units) > 1 and rec["file"] != last_file:
-                print(f"== {rec['file']}")
-                last_file = rec["file"]
-            print(text.connection_block(rec))
-        if shown:
-            print()
-        print(text.summary(table, len(units)))
-        for r in reports:
-            if r.stats is not None:
-                s = r.stats
-                print(f"  {r.path}: {s.frames} frames, {s.tcp_segments} TCP segments, "
-                      f"{getattr(s, 'icmp_errors', 0)} ICMP errors, {s.non_tcp} other")
+    if view is not None and args.summary_json:
+        from analyzer.report import aggregate
+
+        obj = aggregate.summary_object(view.frame(), len(units))
+        stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    elif view is not None:
+        stdout.write(view.render(len(units), [r for r in reports if r.stats is not None]))
     stdout.flush()
     if interrupted:
         return EXIT_INTERRUPTED

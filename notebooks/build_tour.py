@@ -69,10 +69,18 @@ else:
     display(conns.groupby(["case", "abnormal"]).agg(
         connections=("conn", "size"), packets=("packets", "sum"),
         median_duration=("duration", "median")))"""),
+    ("md", """## Who is resetting whom
+
+The most frequent server endpoints and client networks of each abnormal case, with their share
+of the case: where to look first in a big capture (the same numbers as the text view and the
+report)."""),
+    ("code", """if not conns.empty:
+    display(analysis.top(case=sorted(set(conns.loc[conns["abnormal"], "case"])), by="server", n=3))
+    display(analysis.top(by="client_net", n=1))"""),
     ("md", """## Overview
 
-One bar per connection, from its first to its last packet, coloured by case; below, how many
-connections ended in each time bin."""),
+Above, how many connections ended in each time bin, stacked by case; below, the connections
+one by one from their first to their last packet (a big capture: the longest-lived ones)."""),
     ("code", """if not conns.empty:
     display(Image(plot.figure_bytes(plot.overview_figure(analysis), dpi=80)))"""),
     ("md", """## One ladder per case

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
 import analyzer
+from analyzer import cases
 from analyzer.errors import OutputExists, UsageError
 from analyzer.report import commands, plot
 
@@ -154,18 +157,78 @@ def test_rendered_png_is_not_blank(analysis, tmp_path):
     assert elapsed < 10, f"one ladder took {elapsed:.1f}s"
 
 
-def test_overview_one_bar_per_connection(analysis):
+def endings(fig: Figure) -> dict[str, float]:
+    """Endings per case, read back from the stacked steps of the overview's upper axes."""
+    out = {}
+    for p in fig.axes[0].patches:
+        if (p.get_gid() or "").startswith("endings-"):
+            values, _, baseline = p.get_data()
+            out[p.get_gid()[len("endings-"):]] = float(np.sum(values - baseline))
+    return out
+
+
+def drawn(fig: Figure):
+    (lines,) = [c for c in fig.axes[1].collections if c.get_gid() == "connections"]
+    return lines
+
+
+def test_overview_small_capture(analysis):
     fig = plot.overview_figure(analysis)
+    df = analysis.connections
+    assert endings(fig) == {c: float(n) for c, n in df["case"].value_counts().items()}
     top, low = fig.axes[:2]
-    bars = [p for p in top.patches if (p.get_gid() or "").startswith("bar-")]
-    assert len(bars) == len(analysis.connections)
     assert sorted(h.get_text() for h in top.get_legend().get_texts()) == \
-        sorted(set(analysis.connections["case"]))
-    heights = {}
-    for patch in low.patches:
-        x = round(patch.get_x(), 9)
-        heights[x] = heights.get(x, 0) + patch.get_height()
-    assert sum(heights.values()) == len(analysis.connections)  # every ending counted once
+        sorted(f"{c} ({n})" for c, n in df["case"].value_counts().items())
+    assert len(drawn(fig).get_segments()) == len(df)  # every connection, one by one
+    order = df.sort_values("start")["conn"]
+    assert [t.get_text() for t in low.get_yticklabels()] == [f"#{c}" for c in order]
+
+
+def test_overview_one_connection_reads_cleanly(analysis):
+    fig = plot.overview_figure(analysis.connections.iloc[:1])
+    top, low = fig.axes[:2]
+    assert [t.get_text() for t in low.get_yticklabels()] == ["#0"]
+    ticks = top.get_yticks()
+    assert np.allclose(ticks, np.round(ticks)) and top.get_ylim()[0] == 0  # counts, not -0.4
+    assert low.get_xlabel() == "µs since the first packet"  # the refusal took microseconds
+    assert "1 connection, 1 file" in top.get_title()
+
+
+def test_overview_of_a_million_is_aggregated():
+    """A million connections: a few artists per case, the endings all counted."""
+    rng = np.random.default_rng(1)
+    n = 1_000_000
+    start = 1.7e9 + rng.uniform(0, 3600, n)
+    ids = np.array(["graceful", "refused", "peer_state_lost", "open"])
+    df = pd.DataFrame({"file": "x.pcap", "conn": np.arange(n), "start": start,
+                       "end": start + rng.exponential(2.0, n), "case": ids[rng.integers(0, 4, n)]})
+    fig = plot.overview_figure(df, individual=100)
+    assert sum(endings(fig).values()) == n
+    assert len(fig.axes[0].patches) == 4
+    segments = drawn(fig).get_segments()
+    assert 100 <= len(segments) <= 200
+    longest = (df["end"] - df["start"]).nlargest(100).min()
+    widths = sorted(s[1][0] - s[0][0] for s in segments)
+    assert widths[-100] >= longest / 60 - 1e-9  # the longest-lived are drawn (x in minutes)
+    assert fig.axes[1].get_xlabel() == "minutes since the first packet"
+    assert not fig.axes[1].get_yticklabels()  # too many rows to name
+
+
+def test_documents_fall_back_without_a_cjk_font(monkeypatch):
+    doc = cases.get("refused").documents
+    assert re.search(r"[\u4e00-\u9fff]", doc)
+    monkeypatch.setattr(plot, "cjk_font", lambda: None)
+    text, family = plot.documents_text(doc)
+    assert family is None and not re.search(r"[\u4e00-\u9fff]", text) and '"…"' in text
+    monkeypatch.setattr(plot, "cjk_font", lambda: "Noto Sans CJK SC")
+    assert plot.documents_text(doc) == (doc, ["DejaVu Sans", "Noto Sans CJK SC"])
+
+
+def test_ladder_documents_never_draw_boxes(analysis):
+    """The subtitle holds Chinese only when a font for it is installed."""
+    title = plot.ladder_figure(analysis, 0).axes[0].get_title()
+    assert "documents: 000 §3; 004" in title
+    assert bool(re.search(r"[\u4e00-\u9fff]", title)) == bool(plot.cjk_font())
 
 
 def test_empty_overview():

@@ -9,11 +9,14 @@ the functions are safe in notebooks, threads and servers::
         segments: the connection's ``Segment`` list; read again from ``record["file"]`` if None.
         More than ``max_segments`` segments: the middle is collapsed behind "… N segments …"
         markers; the handshake, the teardown and the evidence frames stay drawn.
-    overview_figure(analysis, *, bins=None) -> Figure
-        one bar per connection from start to end coloured by case; below, endings per time bin
-        stacked by case.
+    overview_figure(analysis, *, bins=None, individual=100) -> Figure
+        endings per time bin stacked by case (one ``StepPatch`` per case, gid
+        ``endings-<case>``); below, a ``LineCollection`` (gid ``connections``) of the
+        connections drawn one by one: every one of a small capture, else the longest-lived and
+        the longest-lived abnormal ones. ``analysis``: an Analysis or a connections table.
     segments_by_conn(records, path) -> {(file, conn): [Segment, ...]}   one pass over a capture
     figure_bytes(fig, fmt="png", dpi=100) -> bytes;  save_figure(fig, path, dpi=100)
+    compact_png(fig, dpi=80, colors=64) -> bytes   a palette PNG, for pages of many pictures
 
 Artists tests can find: segment arrows are ``Annotation``s with gid ``segment-<frame>``, state
 labels ``Text``s with gid ``state-<role>-<n>``, errno labels ``sees-<role>``, the heading
@@ -22,8 +25,8 @@ labels ``Text``s with gid ``state-<role>-<n>``, errno labels ``sees-<role>``, th
 
 from __future__ import annotations
 
+import functools
 import io
-import math
 import re
 from collections import defaultdict
 
@@ -57,6 +60,34 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     """``"10.0.0.1:80"`` or ``"[::1]:80"`` -> (address, port)."""
     addr, _, port = text.rpartition(":")
     return addr.strip("[]"), int(port)
+
+
+# font families that draw the documents' Chinese quotes (the first one installed is used)
+_CJK_FAMILIES = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "Source Han Serif",
+                 "WenQuanYi", "Droid Sans Fallback", "AR PL", "Noto Sans SC", "Noto Sans TC",
+                 "SimHei", "Microsoft YaHei", "PingFang", "Hiragino Sans")
+
+
+@functools.cache
+def cjk_font() -> str | None:
+    """The name of an installed font that can draw Chinese, or None (then quotes are elided)."""
+    from matplotlib import font_manager
+
+    names = sorted({f.name for f in font_manager.fontManager.ttflist})
+    for family in _CJK_FAMILIES:
+        for name in names:
+            if name.startswith(family):
+                return name
+    return None
+
+
+def documents_text(text: str) -> tuple[str, list[str] | None]:
+    """The documents reference as a picture can show it, and the font families to draw it
+    with: the Chinese quotes in a CJK font where one is installed, else elided (never boxes)."""
+    font = cjk_font()
+    if font and _CJK.search(text):
+        return text, ["DejaVu Sans", font]
+    return latin_text(text), None
 
 
 def latin_text(text: str) -> str:
@@ -159,8 +190,10 @@ def _label(seg: Segment, isn: dict[str, int], role: str) -> str:
 
 
 def ladder_figure(source, conn=None, *, file=None, segments=None, max_segments: int = 40,
-                  width: float = 10.0) -> Figure:
-    """The ladder diagram of one connection (see the module docstring)."""
+                  width: float = 10.0, layout: str | None = "constrained") -> Figure:
+    """The ladder diagram of one connection (see the module docstring). ``layout=None``
+    places the diagram with fixed margins: half the drawing time of the constrained layout,
+    for the report's many small ones."""
     rec = _record(source, conn, file)
     if segments is None:
         key = (rec["file"], int(rec["conn"]))
@@ -200,7 +233,10 @@ def ladder_figure(source, conn=None, *, file=None, segments=None, max_segments: 
         y, prev_ts, i = y + 1.0, ts, r + 1
     bottom = y + SLANT
 
-    fig = Figure(figsize=(width, 2.6 + 0.36 * (bottom + 1)), layout="constrained")
+    height = 2.6 + 0.36 * (bottom + 1)
+    fig = Figure(figsize=(width, height), layout=layout)
+    if layout is None:  # room above the axes for the two titles
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 1.0 / height)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_xlim(-0.75, 1.75)
@@ -265,10 +301,14 @@ def ladder_figure(source, conn=None, *, file=None, segments=None, max_segments: 
     title = rec.get("title") or (case.title if case else str(rec.get("case")))
     t = fig.suptitle(title, fontsize=12, weight="bold")
     t.set_gid("case-title")
-    doc = f"documents: {latin_text(case.documents)}" if case else ""
-    sub = (f"case {rec.get('case')} · {doc}\n{rec['file']} · conn {rec['conn']} · frames "
-           f"{rec['first_frame']}–{rec['last_frame']}")
-    ax.set_title(sub, fontsize=8, color="#444444", wrap=True)
+    doc, family = documents_text(case.documents) if case else ("", None)
+    doc = f" · documents: {doc}" if doc else ""
+    sub = (f"case {rec.get('case')}{doc}\n{rec['file']} · conn {rec['conn']} · "
+           f"frames {rec['first_frame']}–{rec['last_frame']}")
+    t = ax.set_title(sub, fontsize=8, color="#444444", wrap=layout is not None)
+    t.set_gid("documents")
+    if family:
+        t.set_fontfamily(family)
     return fig
 
 
@@ -285,49 +325,33 @@ def _case_order(case_id: str):
     return (order.index(case_id) if case_id in order else len(order), case_id)
 
 
-def overview_figure(analysis, *, bins: int | None = None, width: float = 11.0) -> Figure:
-    """Connections as bars over time, coloured by case; endings per time bin below."""
-    df = analysis.connections if hasattr(analysis, "connections") else analysis
-    n = len(df)
-    fig = Figure(figsize=(width, 3.5 + min(8.0, 0.12 * n)), layout="constrained")
-    FigureCanvasAgg(fig)
-    top, low = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    if n == 0:
-        top.text(0.5, 0.5, "no connections", ha="center", va="center", transform=top.transAxes)
-        return fig
-    df = df.sort_values(["start", "file", "conn"], kind="stable").reset_index(drop=True)
-    t0 = float(df["start"].min())
-    start = df["start"].to_numpy(float) - t0
-    end = df["end"].to_numpy(float) - t0
-    span = max(float(end.max()), 1e-6)
-    colours = case_colours(df["case"])
-    for case, colour in colours.items():
-        m = (df["case"] == case).to_numpy()
-        ypos = np.nonzero(m)[0]
-        width_ = np.maximum(end[m] - start[m], span * 0.003)
-        bars = top.barh(ypos, width_, left=start[m], height=0.8, color=colour, label=case)
-        for k, patch in zip(ypos, bars.patches, strict=True):
-            patch.set_gid(f"bar-{df['file'][k]}-{df['conn'][k]}")
-    top.set_ylim(n - 0.5, -0.5)
-    top.set_ylabel("connection (by start)")
-    top.set_title(f"{n} connections, {df['file'].nunique()} file(s); t0 = first SYN/packet")
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="case")
-    nbins = bins or int(min(60, max(5, math.sqrt(n) * 2)))
-    edges = np.linspace(0.0, span * 1.0001, nbins + 1)
-    base = np.zeros(nbins)
-    for case, colour in colours.items():
-        counts, _ = np.histogram(end[(df["case"] == case).to_numpy()], bins=edges)
-        low.bar(edges[:-1], counts, width=np.diff(edges), bottom=base, align="edge",
-                color=colour, label=case)
-        base += counts
-    low.set_ylabel("endings")
-    low.set_xlabel("seconds since the first packet")
-    return fig
+def overview_figure(analysis, **kw) -> Figure:
+    """The overview of a capture (``analyzer.report.overview``, where it is documented)."""
+    from analyzer.report.overview import overview_figure
+
+    return overview_figure(analysis, **kw)
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
+    return buf.getvalue()
+
+
+def compact_png(fig: Figure, dpi: int = 80, colors: int = 64) -> bytes:
+    """``fig`` as a PNG of at most ``colors`` colours: a third of the bytes of ``savefig``'s
+    for these drawings of lines and text, in less time (drawn once, never decoded again), so
+    that a page of many pictures loads fast."""
+    from PIL import Image
+
+    fig.set_dpi(dpi)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    img = Image.fromarray(np.ascontiguousarray(rgb)).quantize(
+        colors=colors, method=Image.Quantize.FASTOCTREE)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -1,46 +1,201 @@
-"""Plain-text output for a terminal: the abnormal endings, one block each, and a summary."""
+"""Plain-text output for a terminal, in the order a person reads a big capture: the summary by
+case, then who is resetting whom (the most frequent endpoints of each abnormal case), then the
+connections themselves, a few of each case."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
 from analyzer import cases
 
 
-def _sees(x: list[str]) -> str:
-    return ", ".join(x) if x else "nothing"
+def shown(v, missing: str = "-") -> str:
+    """``v`` as a person reads it: None, NaN and empty text become ``missing``, never "nan"."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return missing
+    text = str(v)
+    return text if text.strip() else missing
+
+
+def number(n: int) -> str:
+    return f"{int(n):,}"
+
+
+def percent(share: float) -> str:
+    """A share as a whole percentage; a small one is "<1%", never a misleading 0%."""
+    if 0 < share < 0.005:
+        return "<1%"
+    return f"{share * 100:.0f}%"
+
+
+def _sees(x) -> str:
+    if x is None or isinstance(x, float):
+        return "nothing"
+    return ", ".join(map(str, x)) if len(x) else "nothing"
 
 
 def connection_block(rec: dict) -> str:
     """Several lines about one connection: what happened, who closed, what each side saw."""
-    conf = "" if rec["confidence"] == "certain" else f"  (likely; could be {rec['rival']})"
+    conf = "" if rec.get("confidence") in ("certain", None) or shown(rec.get("rival")) == "-" \
+        else f"  (likely; could be {rec['rival']})"
+    evidence = rec.get("evidence")
+    evidence = ", ".join(map(str, evidence)) if evidence is not None and len(evidence) else "-"
     lines = [
         f"#{rec['conn']:<4} {rec['client']} -> {rec['server']}  frames "
         f"{rec['first_frame']}-{rec['last_frame']}  [{rec['case']}]{conf}",
-        f"      {rec['title']}",
-        f"      closed by: {rec['closer'] or 'neither'};  client saw: "
-        f"{_sees(rec['client_sees'])};  server saw: {_sees(rec['server_sees'])}",
-        f"      why: {rec['reason']} (frames {', '.join(map(str, rec['evidence'])) or '-'})",
+        f"      {shown(rec.get('title'), rec['case'])}",
+        f"      closed by: {shown(rec.get('closer'), 'neither')};  client saw: "
+        f"{_sees(rec.get('client_sees'))};  server saw: {_sees(rec.get('server_sees'))}",
+        f"      why: {shown(rec.get('reason'))} (frames {evidence})",
     ]
-    if rec["abnormal"]:
-        lines.append(f"      advice: {rec['advice']}")
+    if rec.get("abnormal"):
+        lines.append(f"      advice: {shown(rec.get('advice'))}")
     return "\n".join(lines)
 
 
 def connection_line(rec: dict) -> str:
     return (f"#{rec['conn']:<4} {rec['client']:>22} -> {rec['server']:<22} "
-            f"{rec['case']:<22} closer={rec['closer'] or '-':<7} "
-            f"zeek={rec['zeek_state'] or '-'}/{rec['zeek_history'] or '-'}")
+            f"{rec['case']:<22} closer={shown(rec.get('closer')):<7} "
+            f"zeek={shown(rec.get('zeek_state'))}/{shown(rec.get('zeek_history'))}")
 
 
 def summary(records: Iterable[dict], n_files: int = 1) -> str:
-    counts = Counter(r["case"] for r in records)
+    """The summary by case from records (or ``{"case": id}`` stubs)."""
+    return summary_from_counts(Counter(r["case"] for r in records), n_files)
+
+
+def summary_from_counts(counts: dict[str, int], n_files: int = 1) -> str:
     total = sum(counts.values())
     abnormal = sum(n for c, n in counts.items() if c in cases.ABNORMAL)
-    out = [f"{total} connection(s) in {n_files} file(s), {abnormal} abnormal"]
+    out = [f"{number(total)} connection(s) in {n_files} file(s), {number(abnormal)} abnormal"]
     for case in cases.CATALOG:
         if counts.get(case.id):
             mark = "!" if case.abnormal else " "
-            out.append(f"  {mark} {case.id:<24} {counts[case.id]:>7}   {case.title}")
+            out.append(f"  {mark} {case.id:<24} {number(counts[case.id]):>9}   {case.title}")
     return "\n".join(out)
+
+
+LABELS = {"server": "server", "server_port": "port", "client_addr": "client",
+          "client_net": "network"}
+# a line left out where it would say no more than the one above it (one value per group)
+_REDUNDANT = {"server_port": "server", "client_net": "client_addr"}
+
+
+def who_resets_whom(df, n: int = 3) -> str:
+    """For each abnormal case in ``df`` (a table with case, server and client or client_addr):
+    its most frequent server endpoints and ports, client addresses and networks, with counts
+    and shares. The port and network lines are left out where they say no more than the line
+    above them."""
+    from analyzer.report import aggregate
+
+    ab = df[df["case"].isin(cases.ABNORMAL)] if len(df) else df
+    if ab.empty:
+        return ""
+    ab = aggregate.keyed(ab)
+    tops = {by: aggregate.top(ab, by, n=n) for by in aggregate.TOP_BY}
+    distinct = {by: aggregate.distinct(ab, by) for by in aggregate.TOP_BY}
+    counts = ab["case"].value_counts()
+    out = [f"Who is resetting whom (the {n} most frequent endpoints of each abnormal case):"]
+    for case in cases.CATALOG:
+        if not counts.get(case.id):
+            continue
+        out.append(f"  {number(counts[case.id])} {case.id}")
+        for by in aggregate.TOP_BY:
+            finer = _REDUNDANT.get(by)
+            if finer and distinct[by].get(case.id, 0) == distinct[finer].get(case.id, 0):
+                continue
+            t = tops[by][tops[by]["case"] == case.id]
+            items = [f"{v} {number(c)} ({percent(s)})"
+                     for v, c, s in zip(t[by], t["count"], t["share"], strict=True)]
+            more = int(distinct[by].get(case.id, 0)) - len(items)
+            tail = f", … {number(more)} more" if more > 0 else ""
+            out.append(f"      {LABELS[by]:<8} {', '.join(items)}{tail}")
+    return "\n".join(out)
+
+
+class View:
+    """The text view of ``rstscope analyze``, fed one record at a time.
+
+    It keeps what the summary needs of every connection (the case; client and server of the
+    abnormal ones) and whole records only for those it may list: at most ``limit`` per case
+    (None: all), the lowest (file, conn) first; ``everything`` lists ordinary endings too.
+    """
+
+    def __init__(self, limit: int | None, everything: bool = False):
+        self.limit = limit
+        self.everything = everything
+        self.counts: Counter[str] = Counter()
+        # (case, client address, server); one shared stub per ordinary case
+        self.ends: list[tuple] = []
+        self._stub: dict[str, tuple] = {}
+        self.listed: dict[str, list[dict]] = {}
+
+    def add(self, rec: dict) -> None:
+        case = rec["case"]
+        self.counts[case] += 1
+        if rec["abnormal"]:
+            self.ends.append((case, rec["client"].rpartition(":")[0].strip("[]"),
+                              rec["server"]))
+        else:
+            self.ends.append(self._stub.setdefault(case, (case, None, None)))
+        if not (rec["abnormal"] or self.everything) or self.limit == 0:
+            return
+        kept = self.listed.setdefault(case, [])
+        kept.append(rec)
+        # records arrive in the order connections end, not by number: trim now and then
+        if self.limit is not None and len(kept) > 4 * self.limit + 64:
+            kept.sort(key=_by_number)
+            del kept[self.limit:]
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.ends, columns=["case", "client_addr", "server"])
+
+    def render(self, n_files: int, reports=()) -> str:
+        parts = [summary_from_counts(self.counts, n_files)]
+        for r in reports:
+            s = r.stats
+            parts.append(f"  {r.path}: {number(s.frames)} frames, {number(s.tcp_segments)} TCP "
+                         f"segments, {number(getattr(s, 'icmp_errors', 0))} ICMP errors, "
+                         f"{number(s.non_tcp)} other")
+        who = who_resets_whom(self.frame())
+        if who:
+            parts += ["", who]
+        listing = self._listing(n_files)
+        if listing:
+            parts += ["", listing]
+        return "\n".join(parts) + "\n"
+
+    def _listing(self, n_files: int) -> str:
+        if not self.listed:
+            return ""
+        limit = self.limit
+        out = [f"Connections, at most {number(limit)} of each case (--limit N, --all):"
+               if limit is not None else "Connections:"]
+        left = 0
+        for case in cases.CATALOG:
+            kept = sorted(self.listed.get(case.id, ()), key=_by_number)[:limit]
+            if not kept:
+                continue
+            total = self.counts[case.id]
+            out.append(f"-- {case.id}: {number(len(kept))} of {number(total)}")
+            last_file = None
+            for rec in kept:
+                if n_files > 1 and rec["file"] != last_file:
+                    out.append(f"== {rec['file']}")
+                    last_file = rec["file"]
+                out.append(connection_block(rec))
+            if total > len(kept):
+                left += total - len(kept)
+                out.append(f"   … {number(total - len(kept))} more {case.id} not listed")
+        if left:
+            out.append(f"{number(left)} connection(s) not listed: --limit N lists up to N of "
+                       "each case, --all lists them all.")
+        return "\n".join(out)
+
+
+def _by_number(rec: dict):
+    return (rec["file"], rec["conn"])
