@@ -54,8 +54,11 @@ SAN_ENV = PYTHONMALLOC=malloc RSTSCOPE_SANITIZER_LOGS=$(ASAN_ABS)/reports \
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:halt_on_error=0:log_path=$(ASAN_ABS)/reports/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path=$(ASAN_ABS)/reports/ubsan \
 	LD_PRELOAD="$$($${CC:-cc} -print-file-name=libasan.so) $$($${CC:-cc} -print-file-name=libubsan.so)"
-SAN_CHECK = if ls $(ASAN_DIR)/reports/* >/dev/null 2>&1; then head -n 60 $(ASAN_DIR)/reports/*; \
-	echo "rstscope: sanitizer reports in $(ASAN_DIR)/reports" >&2; exit 1; fi
+# UBSan ignores log_path next to ASan: its reports are found on standard error (stderr.*).
+SAN_CHECK = if ls $(ASAN_DIR)/reports/asan.* $(ASAN_DIR)/reports/ubsan.* >/dev/null 2>&1 \
+	|| grep -lq 'runtime error\|Sanitizer' $(ASAN_DIR)/reports/stderr.* 2>/dev/null; then \
+	head -n 60 $(ASAN_DIR)/reports/*; echo "rstscope: sanitizer reports in $(ASAN_DIR)/reports" >&2; \
+	exit 1; else echo "rstscope: no sanitizer report"; fi
 CORE_TESTS := tests/test_core_decode.py tests/test_core_observer.py tests/test_core_conn.py \
 	tests/test_core_zeek.py tests/test_core_verdict.py
 
@@ -76,7 +79,8 @@ fuzz-asan: asan-build
 # The compiled core's own tests against the sanitizer build.
 test-asan: asan-build
 	rm -rf $(ASAN_DIR)/reports && mkdir -p $(ASAN_DIR)/reports
-	cd $(ASAN_DIR) && $(SAN_ENV) .venv/bin/python -m pytest -q -p no:cacheprovider $(or $(ASAN_TESTS),$(CORE_TESTS))
+	cd $(ASAN_DIR) && $(SAN_ENV) .venv/bin/python -m pytest -q -s -p no:cacheprovider $(or $(ASAN_TESTS),$(CORE_TESTS)) \
+		2>reports/stderr.pytest; rc=$$?; tail -n 20 reports/stderr.pytest >&2; exit $$rc
 	@$(SAN_CHECK)
 
 # Speed against tshark, tcptrace and NFStream (installed in bench-data/peers-venv, not a project

@@ -1107,6 +1107,12 @@ def _init_worker(seed: int, deadline: float, keep: str | None, scratch: str) -> 
     _STATE.update(seeds=load_seeds(), seed=seed, deadline=deadline, keep=keep,
                   checker=Checker(tempfile.mkdtemp(dir=scratch)))
     signal.signal(signal.SIGALRM, _alarm)
+    logs = os.environ.get("RSTSCOPE_SANITIZER_LOGS")
+    if logs:  # the sanitizer runtime's reports on standard error: one file per process
+        fd = os.open(os.path.join(logs, f"stderr.{os.getpid()}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 @dataclass
@@ -1131,7 +1137,8 @@ class Tally:
 def sanitizer_reports(st: dict) -> list[str]:
     """What the sanitizer runtime reported in this process since the last call (make fuzz-asan
     sets RSTSCOPE_SANITIZER_LOGS to the directory of its log_path files, NAME.PID, and has
-    reports not abort the process): a failure of the input just run."""
+    reports not abort the process; UBSan ignores log_path next to ASan and writes to standard
+    error, which _init_worker sends to stderr.PID there): a failure of the input just run."""
     logs = os.environ.get("RSTSCOPE_SANITIZER_LOGS")
     if not logs:
         return []
@@ -1146,8 +1153,9 @@ def sanitizer_reports(st: dict) -> list[str]:
             with open(path, "rb") as fh:
                 fh.seek(seen.get(name, 0))
                 text = fh.read()
-            if text:
-                seen[name] = seen.get(name, 0) + len(text)
+            seen[name] = seen.get(name, 0) + len(text)
+            if text and (not name.startswith("stderr.") or b"runtime error" in text
+                         or b"Sanitizer" in text):
                 out.append(f"sanitizer report ({path}):\n"
                            + text.decode("utf-8", "replace")[:1800])
     return out

@@ -431,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     if rs is None:
         print("rstscope is not installed (make test, or pip install -e .)", file=sys.stderr)
         return 2
+    # bytecode, as an installed package has it (PYTHONDONTWRITEBYTECODE would otherwise make
+    # every timed start compile the sources again)
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "analyzer"), quiet=1)
     rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
     if rounds < 1 or a.rounds_10m < 0 or a.flood_rounds < 0:
         ap.error("--rounds must be positive, the other round counts >= 0")

@@ -82,6 +82,15 @@ def test_synthetic_mix_with_short_timeouts_and_eviction(mix):
     _same(mix, Timeouts(idle=2.0, closed=0.5, sweep_every=0.25, max_active=50))
 
 
+@pytest.mark.parametrize("timeouts", [Timeouts(idle=3.0, closed=0.5, sweep_every=0.25),
+                                      Timeouts(idle=3.0, closed=0.5, sweep_every=0.25,
+                                               max_active=2000)])
+def test_synthetic_mix_with_quiet_connections(mix, timeouts):
+    # connections a sweep leaves open are not walked again: the ones later idle past the
+    # timeout are taken from them by last activity, in LRU order (and evicted from their head)
+    _same(mix, timeouts)
+
+
 def _json_lines(path, **kw):
     from analyzer.pipeline import iter_json
 

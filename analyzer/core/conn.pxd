@@ -9,8 +9,10 @@
 # Dir.has, so a zeroed Conn is "nothing seen"); what few connections need sits in DirMore /
 # ConnMore, allocated at its first use; every list is a small malloc'd array, NULL until its
 # first item and grown (doubling) up to its bound; the endpoint timelines grow one entry at a
-# time. conn_free releases them all. A typical connection (handshake, data, FINs): sizeof(Conn)
-# plus two timelines (5 and 6 entries of 16 bytes) and one SYN and one SYN/ACK (16 bytes each).
+# time. A timeline's first entry and a direction's first SYN sit in the struct (in place of the
+# array's pointer) until a second one comes, so a lone SYN allocates nothing. conn_free releases
+# them all. A typical connection (handshake, data, FINs): sizeof(Conn) plus two timelines (5 and
+# 6 entries of 16 bytes) and one SYN/ACK (16 bytes).
 #
 # Any change to a struct here changes the observer's slot: observer.pyx must be rebuilt.
 
@@ -24,14 +26,39 @@ ctypedef struct FrameTs:
     int64_t frame
     double ts
 
+# A direction's SYNs (Dir.syn, read with syn_frame / syn_ts): while it sent one, whose frame is
+# below SYN_INLINE_FRAMES, it sits in the struct (its ts in place of the array's pointer, its
+# frame in Dir.syn0 shifted left by one, with SYN_INLINE set); past that, in a malloc'd array.
+ctypedef union SynStore:
+    FrameTs* heap
+    double ts0
+
+cdef enum:
+    SYN_INLINE = 1
+    SYN_INLINE_FRAMES = 1 << 30  # (syn0 holds frame << 1)
+
 # One timeline entry: the state (an index of analyzer.tcpstate.State) in the low 4 bits of
 # `fs`, the frame above them (16 bytes rather than 24 per entry).
 ctypedef struct Hist:
     double ts
     int64_t fs
 
+# An endpoint's timeline: its last n_hist entries (oldest first), read with hist_ts / hist_fs.
+# Most endpoints of a flood hold one entry: while an endpoint holds at most one, whose frame is
+# below HIST_INLINE_FRAMES, it sits in the struct (its ts in place of the array's pointer, its fs
+# in `fs0` shifted left by one, with HIST_INLINE set); past that, the entries are in a malloc'd
+# array `heap`.
+ctypedef union HistStore:
+    Hist* heap
+    double ts0
+
+cdef enum:
+    HIST_INLINE = 1  # in Ep.fs0: the entry is in the struct
+    HIST_INLINE_FRAMES = 1 << 27  # frames an entry in the struct can hold: fs < 2**31
+
 ctypedef struct Ep:
-    Hist* hist  # the last n_hist entries of the timeline (oldest first)
+    HistStore hist
+    uint32_t fs0  # the inline entry's fs << 1 | HIST_INLINE, or 0 (then hist.heap, maybe NULL)
     uint16_t hist_dropped  # entries dropped from the front past HIST_MAX (see conn.pyx)
     uint8_t n_hist
     uint8_t state
@@ -112,7 +139,8 @@ ctypedef struct Dir:
     uint8_t n_syn
     uint8_t n_synack
     uint8_t n_rst
-    FrameTs* syn
+    uint32_t syn0  # the SYN in the struct: frame << 1 | SYN_INLINE; or 0 (then syn.heap)
+    SynStore syn
     FrameTs* synack
     RstRec* rsts
     DirMore* more  # NULL until needed
@@ -132,6 +160,9 @@ ctypedef struct Conn:
     uint16_t client_port
     uint16_t server_port
     uint8_t ip_version
+    # pending_challenge, per receiving role: 0 none, i + 1 the sender's rsts[i], PEND_COPY
+    # (conn.pyx's own: here to fill the padding after ip_version)
+    uint8_t pend[2]
     int64_t first_frame
     int64_t last_frame
     double start
@@ -142,8 +173,31 @@ ctypedef struct Conn:
     Ep ep[2]  # client, server
     Dir d[2]  # what the client / the server sent
     ConnMore* more  # NULL until needed
-    # pending_challenge, per receiving role: 0 none, i + 1 the sender's rsts[i], PEND_COPY
-    uint8_t pend[2]
+
+cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
+    if ep.fs0 & HIST_INLINE:
+        return ep.hist.ts0
+    return ep.hist.heap[i].ts
+
+
+cdef inline int64_t hist_fs(const Ep* ep, int i) noexcept nogil:
+    if ep.fs0 & HIST_INLINE:
+        return ep.fs0 >> 1
+    return ep.hist.heap[i].fs
+
+cdef inline int64_t syn_frame(const Dir* d, int i) noexcept nogil:
+    if d.syn0 & SYN_INLINE:
+        return d.syn0 >> 1
+    return d.syn.heap[i].frame
+
+
+cdef inline double syn_ts(const Dir* d, int i) noexcept nogil:
+    if d.syn0 & SYN_INLINE:
+        return d.syn.ts0
+    return d.syn.heap[i].ts
+
+# Append an entry to ep's timeline (no bound: the callers keep theirs). 0, or -1 out of memory.
+cdef int hist_append(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nogil
 
 # Set up `c` for the first segment `s` (not yet observed) with the given roles.
 cdef int conn_init(Conn* c, int64_t conn_id, const Seg* s, const Addr* client_addr,

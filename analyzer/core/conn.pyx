@@ -272,6 +272,26 @@ cdef inline int keep_frame_ts(FrameTs** p, uint8_t* n, int64_t frame, double ts)
     return 0
 
 
+cdef int keep_syn(Dir* d, int64_t frame, double ts) noexcept nogil:
+    """keep_frame_ts for d.syn (the list only grows): its first SYN in the struct."""
+    cdef FrameTs* q = NULL
+    if d.n_syn >= MAX_KEPT:
+        return 0
+    if d.n_syn == 0 and 0 <= frame < SYN_INLINE_FRAMES:
+        d.syn.ts0 = ts
+        d.syn0 = (<uint32_t>frame << 1) | SYN_INLINE
+        d.n_syn = 1
+        return 0
+    if d.syn0 & SYN_INLINE:  # (one SYN) to the heap, as make_room would have grown it
+        if make_room(<void**>&q, 1, MAX_KEPT, sizeof(FrameTs)) < 0:
+            return -1
+        q[0].frame = syn_frame(d, 0)
+        q[0].ts = syn_ts(d, 0)
+        d.syn0 = 0
+        d.syn.heap = q
+    return keep_frame_ts(&d.syn.heap, &d.n_syn, frame, ts)
+
+
 cdef DirMore* dir_more(Dir* d) noexcept nogil:
     """d.more, allocated (zeroed: nothing seen) at its first use; NULL when memory ran out."""
     if d.more == NULL:
@@ -293,30 +313,49 @@ cdef ConnMore* conn_more(Conn* c) noexcept nogil:
 
 
 cdef inline uint8_t hist_state(const Ep* ep, int i) noexcept nogil:
-    return <uint8_t>(ep.hist[i].fs & 15)
+    return <uint8_t>(hist_fs(ep, i) & 15)
 
 
 cdef inline int64_t hist_frame(const Ep* ep, int i) noexcept nogil:
-    return ep.hist[i].fs >> 4
+    return hist_fs(ep, i) >> 4
+
+
+cdef int hist_append(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nogil:
+    cdef Hist* q
+    cdef Hist first
+    cdef bint inl = (ep.fs0 & HIST_INLINE) != 0
+    if ep.n_hist == 0 and (inl or ep.hist.heap == NULL) and 0 <= frame < HIST_INLINE_FRAMES:
+        ep.hist.ts0 = ts
+        ep.fs0 = (<uint32_t>((frame << 4) | state) << 1) | HIST_INLINE
+        ep.n_hist = 1
+        return 0
+    if inl:  # (at most one entry) to the heap
+        q = <Hist*>malloc((ep.n_hist + 1) * sizeof(Hist))
+        if q == NULL:
+            return -1
+        if ep.n_hist:
+            q[0].ts = hist_ts(ep, 0)
+            q[0].fs = hist_fs(ep, 0)
+        ep.fs0 = 0
+    else:
+        # one entry at a time: a typical timeline is 5 or 6 entries, each a state change
+        q = <Hist*>realloc(ep.hist.heap, (ep.n_hist + 1) * sizeof(Hist))
+        if q == NULL:
+            return -1
+    ep.hist.heap = q
+    q[ep.n_hist].ts = ts
+    q[ep.n_hist].fs = (frame << 4) | state
+    ep.n_hist += 1
+    return 0
 
 
 cdef int hist_push(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nogil:
-    cdef Hist* q
-    if ep.n_hist == HIST_MAX:
+    if ep.n_hist == HIST_MAX:  # (HIST_MAX > 1: the entries are on the heap)
         # keep the last HIST_MAX entries: the look-backs read only the end
-        memmove(ep.hist, ep.hist + 1, (HIST_MAX - 1) * sizeof(Hist))
+        memmove(ep.hist.heap, ep.hist.heap + 1, (HIST_MAX - 1) * sizeof(Hist))
         ep.n_hist -= 1
         ep.hist_dropped += 1
-    else:
-        # one entry at a time: a typical timeline is 5 or 6 entries, each a state change
-        q = <Hist*>realloc(ep.hist, (ep.n_hist + 1) * sizeof(Hist))
-        if q == NULL:
-            return -1
-        ep.hist = q
-    ep.hist[ep.n_hist].ts = ts
-    ep.hist[ep.n_hist].fs = (frame << 4) | state
-    ep.n_hist += 1
-    return 0
+    return hist_append(ep, state, frame, ts)
 
 
 cdef inline void hist_pop(Ep* ep) noexcept nogil:
@@ -403,13 +442,17 @@ cdef void conn_free(Conn* c) noexcept nogil:
     cdef int r
     cdef DirMore* dm
     for r in range(2):
-        free(c.ep[r].hist)
-        c.ep[r].hist = NULL
+        if not (c.ep[r].fs0 & HIST_INLINE):
+            free(c.ep[r].hist.heap)
+        c.ep[r].hist.heap = NULL
+        c.ep[r].fs0 = 0
         c.ep[r].n_hist = 0
-        free(c.d[r].syn)
+        if not (c.d[r].syn0 & SYN_INLINE):
+            free(c.d[r].syn.heap)
+        c.d[r].syn0 = 0
         free(c.d[r].synack)
         free(c.d[r].rsts)
-        c.d[r].syn = c.d[r].synack = NULL
+        c.d[r].syn.heap = c.d[r].synack = NULL
         c.d[r].rsts = NULL
         c.d[r].n_syn = c.d[r].n_synack = c.d[r].n_rst = 0
         c.d[r].n_ttl = 0
@@ -614,7 +657,7 @@ cdef int apply_sender(Conn* c, const Seg* s, int role, Dir* me) noexcept nogil:
         if flags & F_ACK:
             rc = keep_frame_ts(&me.synack, &me.n_synack, s.frame, s.ts)
             return ep_apply(c, role, E_SEND_SYNACK, s.frame, s.ts) | rc
-        rc = keep_frame_ts(&me.syn, &me.n_syn, s.frame, s.ts)
+        rc = keep_syn(me, s.frame, s.ts)
         return ep_apply(c, role, E_SEND_SYN, s.frame, s.ts) | rc
     if not me.has & H_FIN:
         me.fin_frame = s.frame
@@ -849,9 +892,15 @@ cdef object dir_export(const Dir* d, list rsts):
     cdef uint16_t h = d.has
     cdef int i
     cdef const DirMore* m = d.more if d.more != NULL else &NO_MORE
+    cdef FrameTs syn0
+    cdef const FrameTs* syn = d.syn.heap
+    if d.syn0 & SYN_INLINE:
+        syn0.frame = syn_frame(d, 0)
+        syn0.ts = syn_ts(d, 0)
+        syn = &syn0
     return DirFacts(
         d.isn if h & H_ISN else None,
-        frame_ts_list(d.syn, d.n_syn, 0), frame_ts_list(d.syn, d.n_syn, 1),
+        frame_ts_list(syn, d.n_syn, 0), frame_ts_list(syn, d.n_syn, 1),
         frame_ts_list(d.synack, d.n_synack, 0), frame_ts_list(d.synack, d.n_synack, 1),
         d.next_seq if h & H_NEXT else None,
         d.max_ack if h & H_MAXACK else None,
@@ -878,7 +927,7 @@ cdef object dir_export(const Dir* d, list rsts):
 
 cdef object ep_export(const Ep* ep, int role):
     cdef int i
-    hist = [(_STATE_NAMES[hist_state(ep, i)], hist_frame(ep, i), ep.hist[i].ts)
+    hist = [(_STATE_NAMES[hist_state(ep, i)], hist_frame(ep, i), hist_ts(ep, i))
             for i in range(ep.n_hist)]
     return Endpoint(_ROLES[role], _STATES[ep.state], hist)
 
@@ -1017,9 +1066,12 @@ cdef class ConnProbe:
         cdef const ConnMore* cm = self.c.more
         sizes = []
         for r in range(2):
-            sizes.append(self.c.ep[r].n_hist * sizeof(Hist) if self.c.ep[r].hist else 0)
+            sizes.append(self.c.ep[r].n_hist * sizeof(Hist)
+                         if not (self.c.ep[r].fs0 & HIST_INLINE) and self.c.ep[r].hist.heap
+                         else 0)
             d = &self.c.d[r]
-            sizes.append(list_cap(d.n_syn, MAX_KEPT) * sizeof(FrameTs))
+            sizes.append(0 if d.syn0 & SYN_INLINE else list_cap(d.n_syn, MAX_KEPT)
+                         * sizeof(FrameTs))
             sizes.append(list_cap(d.n_synack, MAX_KEPT) * sizeof(FrameTs))
             sizes.append(list_cap(d.n_rst, MAX_KEPT + RST_ACCEPTED_KEPT) * sizeof(RstRec))
             m = d.more

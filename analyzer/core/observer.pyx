@@ -7,8 +7,9 @@ Which connection does each segment belong to, and when is one over. Semantics ar
 ``max_active`` the least recently active one is finished early.
 
 Open connections live in one array of slots (the endpoints and facts of conn.pyx, Zeek's view of
-zeekview.pyx, the flow key and the LRU links), found through an open-addressing table of slot
-numbers; no Python object exists for an open connection. A finished connection is exported once
+zeekview.pyx, the LRU links; the flow key is the connection's own endpoints), found through an
+open-addressing table of slot numbers with their hashes; no Python object exists for an open
+connection. A finished connection is exported once
 (``conn_export``) and queued in ``done`` with its Zeek fields and what the capture had shown of
 its server so far, for the classifier.
 """
@@ -55,16 +56,17 @@ ctypedef struct Endpoint:
     uint8_t version
 
 
+# The flow key is not stored: it is the Conn's (client, server) endpoints, in either order, and
+# its IP version; `hash` is the key's hash folded to 32 bits (the table has < 2**31 entries).
 ctypedef struct Slot:
     Conn conn
     ZeekConn zeek
-    Endpoint lo  # the flow key: the smaller endpoint first
-    Endpoint hi
-    uint64_t hash
+    uint32_t hash
     int32_t prev  # LRU neighbours (least recently active first); the free list uses next
     int32_t next
     uint8_t in_use
     uint8_t end_reported  # on_end was called
+    uint8_t quiet  # in the quiet list (see Observer.sweep), not the LRU one
 
 
 cdef inline int endpoint_cmp(const Endpoint* a, const Endpoint* b) noexcept nogil:
@@ -78,6 +80,23 @@ cdef inline uint64_t mix(uint64_t h, uint64_t v) noexcept nogil:
     h ^= v
     h *= 0x100000001B3ULL  # FNV-1a prime, over 64-bit words
     return h ^ (h >> 29)
+
+
+cdef inline bint conn_is(const Conn* c, const Endpoint* lo, const Endpoint* hi) noexcept nogil:
+    """Is the flow key (lo, hi) this connection's (its client and server, in either order)?"""
+    if c.ip_version != lo.version:
+        return False
+    if c.client_port == lo.port and c.server_port == hi.port \
+            and memcmp(c.client_addr.b, lo.addr.b, 16) == 0 \
+            and memcmp(c.server_addr.b, hi.addr.b, 16) == 0:
+        return True
+    return c.client_port == hi.port and c.server_port == lo.port \
+        and memcmp(c.client_addr.b, hi.addr.b, 16) == 0 \
+        and memcmp(c.server_addr.b, lo.addr.b, 16) == 0
+
+
+cdef inline uint32_t fold(uint64_t h) noexcept nogil:
+    return <uint32_t>(h ^ (h >> 32))
 
 
 cdef inline uint64_t endpoint_hash(uint64_t h, const Endpoint* e) noexcept nogil:
@@ -96,6 +115,15 @@ cdef inline void seg_endpoints(const Seg* s, Endpoint* src, Endpoint* dst) noexc
     dst.addr = s.dst
     dst.port = s.dport
     dst.version = s.ip_version
+
+
+cdef enum:
+    SLOT_BITS = 0xFFFFFFFF
+cdef uint64_t EMPTY = 0xFFFFFFFFFFFFFFFFULL  # (a slot number is never 0xFFFFFFFF)
+
+
+cdef inline uint64_t entry(uint32_t h, int32_t idx) noexcept nogil:
+    return (<uint64_t>h << 32) | <uint32_t>idx
 
 
 cdef int cmp_ids(const void* a, const void* b) noexcept nogil:
@@ -129,10 +157,17 @@ cdef class Observer:
     cdef int32_t n_slots  # slots ever used (the array's high-water mark)
     cdef int32_t cap_slots
     cdef int32_t free_slot  # head of the free list
-    cdef int32_t* table  # open addressing, linear probing: slot numbers or NONE
+    # open addressing, linear probing: (hash << 32 | slot number) or EMPTY, so that probing and
+    # deleting read no slot but the one found
+    cdef uint64_t* table
     cdef uint64_t mask  # table size - 1 (a power of two)
-    cdef int32_t lru_head
+    cdef int32_t lru_head  # the connections not quiet, least recently active first
     cdef int32_t lru_tail
+    # quiet connections (see sweep), in LRU order: all of them before lru_head's
+    cdef int32_t quiet_head
+    cdef int32_t quiet_tail
+    cdef Py_ssize_t n_quiet
+    cdef bint quiet_sorted  # their last activities (conn.end) never decrease along the list
     cdef Py_ssize_t n_active
     cdef int64_t next_id
     cdef double last_sweep
@@ -185,16 +220,18 @@ cdef class Observer:
         self.cap_slots = 1024
         self.slots = <Slot*>malloc(self.cap_slots * sizeof(Slot))
         self.mask = 2048 - 1
-        self.table = <int32_t*>malloc((self.mask + 1) * sizeof(int32_t))
+        self.table = <uint64_t*>malloc((self.mask + 1) * sizeof(uint64_t))
         self.answered_mask = 256 - 1
         self.answered = <Endpoint*>malloc((self.answered_mask + 1) * sizeof(Endpoint))
         if self.slots == NULL or self.table == NULL or self.answered == NULL:
             raise MemoryError()
-        memset(self.table, 0xFF, (self.mask + 1) * sizeof(int32_t))  # all NONE
+        memset(self.table, 0xFF, (self.mask + 1) * sizeof(uint64_t))  # all EMPTY
         memset(self.answered, 0, (self.answered_mask + 1) * sizeof(Endpoint))
         self.n_slots = 0
         self.free_slot = NONE
         self.lru_head = self.lru_tail = NONE
+        self.quiet_head = self.quiet_tail = NONE
+        self.quiet_sorted = True
 
     def __dealloc__(self):
         cdef int32_t i
@@ -297,7 +334,7 @@ cdef class Observer:
         cdef Endpoint src, dst
         cdef Endpoint* lo
         cdef Endpoint* hi
-        cdef uint64_t h
+        cdef uint32_t h
         cdef int32_t idx
         cdef Slot* slot
         cdef bint icmp = s.icmp_kind != ICMP_NONE
@@ -308,13 +345,13 @@ cdef class Observer:
             lo, hi = &src, &dst
         else:
             lo, hi = &dst, &src
-        h = endpoint_hash(endpoint_hash(0xCBF29CE484222325ULL, lo), hi)
+        h = fold(endpoint_hash(endpoint_hash(0xCBF29CE484222325ULL, lo), hi))
         idx = self.find(lo, hi, h)
         if idx != NONE and self.starts_new(&self.slots[idx], s):
             self.finish(idx)
             idx = NONE
         if idx == NONE:
-            idx = self.open(s, lo, hi, h, &src, &dst)
+            idx = self.open(s, h, &src, &dst)
         else:
             self.lru_unlink(idx)
             self.lru_append(idx)
@@ -323,7 +360,8 @@ cdef class Observer:
             if conn_observe_icmp(&slot.conn, s) < 0:
                 raise MemoryError()
         else:
-            if conn_observe(&slot.conn, s) < 0 or zeek_observe(&slot.zeek, s) < 0:
+            if conn_observe(&slot.conn, s) < 0 or zeek_observe(&slot.zeek, s, &slot.conn.client_addr,
+                                                                &slot.conn.server_addr) < 0:
                 raise MemoryError()
         if self.on_end is not None and not slot.end_reported and conn_ended(&slot.conn):
             slot.end_reported = 1
@@ -351,16 +389,15 @@ cdef class Observer:
             return True
         return conn_new_attempt(&slot.conn, s)
 
-    cdef int32_t open(self, const Seg* s, const Endpoint* lo, const Endpoint* hi, uint64_t h,
-                      const Endpoint* src, const Endpoint* dst) except -2:
+    cdef int32_t open(self, const Seg* s, uint32_t h, const Endpoint* src,
+                      const Endpoint* dst) except -2:
         cdef int32_t idx = self.take_slot()
         cdef Slot* slot = &self.slots[idx]
         cdef const Endpoint* client
         cdef const Endpoint* server
         guess_roles(s, src, dst, &client, &server)
-        slot.lo = lo[0]
-        slot.hi = hi[0]
         slot.hash = h
+        slot.quiet = 0
         slot.in_use = 1
         slot.end_reported = 0
         if conn_init(&slot.conn, self.next_id, s, &client.addr, client.port, &server.addr,
@@ -373,7 +410,7 @@ cdef class Observer:
         self.n_active += 1
         if self.n_active > self.max_active:
             self.evicted_early += 1
-            self.finish(self.lru_head)
+            self.finish(self.quiet_head if self.quiet_head != NONE else self.lru_head)
         if self.n_active > self.peak_active:
             self.peak_active = self.n_active
         return idx
@@ -394,11 +431,28 @@ cdef class Observer:
 
     cdef int sweep(self, double now) except -1:
         """Finish connections idle past their timeout, or ended and quiet for `closed`, in order
-        of last activity; the walk stops at the first one active less than `closed` ago."""
-        cdef int32_t idx = self.lru_head, nxt
+        of last activity (Tracker.sweep, exactly): the walk stops at the first one active less
+        than `closed` ago. One it leaves open becomes quiet: it stays as it is until touched (its
+        idle time only grows, its `ended` does not change), so later sweeps do not walk it
+        again but take from the quiet ones only those now idle past the timeout, in their LRU
+        order, before the walk's. The quiet list is in LRU order; while its last activities
+        never decrease along it (a capture in time order), those are a prefix of it, taken
+        from its head; otherwise (a timestamp went back) the whole list is looked through,
+        until it empties."""
+        cdef int32_t idx, nxt
         cdef double quiet
         cdef Slot* slot
         self.last_sweep = now
+        idx = self.quiet_head
+        while idx != NONE:
+            slot = &self.slots[idx]
+            nxt = slot.next
+            if now - slot.conn.end > self.idle_timeout:
+                self.finish(idx)
+            elif self.quiet_sorted:
+                break
+            idx = nxt
+        idx = self.lru_head
         while idx != NONE:
             slot = &self.slots[idx]
             nxt = slot.next
@@ -407,22 +461,45 @@ cdef class Observer:
                 break
             if quiet > self.idle_timeout or conn_ended(&slot.conn):
                 self.finish(idx)
+            else:
+                self.make_quiet(idx)
             idx = nxt
         return 0
+
+    cdef void make_quiet(self, int32_t idx) noexcept:
+        """Move `idx` (not quiet) from the LRU list to the quiet one's tail."""
+        cdef Slot* slot
+        self.lru_unlink(idx)
+        slot = &self.slots[idx]
+        if self.quiet_tail != NONE:
+            if slot.conn.end < self.slots[self.quiet_tail].conn.end:
+                self.quiet_sorted = False
+            self.slots[self.quiet_tail].next = idx
+        else:
+            self.quiet_head = idx
+            self.quiet_sorted = True
+        slot.prev = self.quiet_tail
+        slot.next = NONE
+        self.quiet_tail = idx
+        self.n_quiet += 1
+        slot.quiet = 1
 
     def close(self):
         """End of input: every connection still open is finished, in order of first frame."""
         cdef Py_ssize_t n = 0, i
-        cdef int32_t idx = self.lru_head
+        cdef int32_t idx
+        cdef int k
         cdef int64_t* order = <int64_t*>malloc((self.n_active + 1) * 2 * sizeof(int64_t))
         if order == NULL:
             raise MemoryError()
         try:
-            while idx != NONE:
-                order[2 * n] = self.slots[idx].conn.conn_id
-                order[2 * n + 1] = idx
-                n += 1
-                idx = self.slots[idx].next
+            for k in range(2):
+                idx = self.quiet_head if k == 0 else self.lru_head
+                while idx != NONE:
+                    order[2 * n] = self.slots[idx].conn.conn_id
+                    order[2 * n + 1] = idx
+                    n += 1
+                    idx = self.slots[idx].next
             qsort(order, n, 2 * sizeof(int64_t), cmp_ids)
             for i in range(n):
                 self.finish(<int32_t>order[2 * i + 1])
@@ -493,7 +570,20 @@ cdef class Observer:
         self.lru_tail = idx
 
     cdef inline void lru_unlink(self, int32_t idx) noexcept:
+        """Take `idx` out of its list (the LRU one, or the quiet one: it is no longer quiet)."""
         cdef Slot* slot = &self.slots[idx]
+        if slot.quiet:
+            slot.quiet = 0
+            self.n_quiet -= 1
+            if slot.prev != NONE:
+                self.slots[slot.prev].next = slot.next
+            else:
+                self.quiet_head = slot.next
+            if slot.next != NONE:
+                self.slots[slot.next].prev = slot.prev
+            else:
+                self.quiet_tail = slot.prev
+            return
         if slot.prev != NONE:
             self.slots[slot.prev].next = slot.next
         else:
@@ -505,69 +595,70 @@ cdef class Observer:
 
     # ------------------------------------------------------------------ the flow table
 
-    cdef int32_t find(self, const Endpoint* lo, const Endpoint* hi, uint64_t h) noexcept:
-        cdef uint64_t i = h & self.mask
+    cdef int32_t find(self, const Endpoint* lo, const Endpoint* hi, uint32_t h) noexcept:
+        cdef uint64_t i = h & self.mask, e
         cdef int32_t idx
-        cdef Slot* slot
         while True:
-            idx = self.table[i]
-            if idx == NONE:
+            e = self.table[i]
+            if e == EMPTY:
                 return NONE
-            slot = &self.slots[idx]
-            if slot.hash == h and slot.lo.version == lo.version \
-                    and endpoint_cmp(&slot.lo, lo) == 0 and endpoint_cmp(&slot.hi, hi) == 0:
-                return idx
+            if <uint32_t>(e >> 32) == h:
+                idx = <int32_t>(e & SLOT_BITS)
+                if conn_is(&self.slots[idx].conn, lo, hi):
+                    return idx
             i = (i + 1) & self.mask
 
     cdef int insert(self, int32_t idx) except -1:
         cdef uint64_t i
+        cdef uint32_t h
         if (self.n_active + 1) * 2 > <Py_ssize_t>(self.mask + 1):
             self.rehash((self.mask + 1) * 2)
-        i = self.slots[idx].hash & self.mask
-        while self.table[i] != NONE:
+        h = self.slots[idx].hash
+        i = h & self.mask
+        while self.table[i] != EMPTY:
             i = (i + 1) & self.mask
-        self.table[i] = idx
+        self.table[i] = entry(h, idx)
         return 0
 
     cdef int rehash(self, uint64_t size) except -1:
-        cdef int32_t* old = self.table
-        cdef uint64_t old_size = self.mask + 1, j, i
-        cdef int32_t idx
-        self.table = <int32_t*>malloc(size * sizeof(int32_t))
+        cdef uint64_t* old = self.table
+        cdef uint64_t old_size = self.mask + 1, j, i, e
+        self.table = <uint64_t*>malloc(size * sizeof(uint64_t))
         if self.table == NULL:
             self.table = old
             raise MemoryError()
-        memset(self.table, 0xFF, size * sizeof(int32_t))
+        memset(self.table, 0xFF, size * sizeof(uint64_t))
         self.mask = size - 1
         for j in range(old_size):
-            idx = old[j]
-            if idx != NONE:
-                i = self.slots[idx].hash & self.mask
-                while self.table[i] != NONE:
+            e = old[j]
+            if e != EMPTY:
+                i = (e >> 32) & self.mask
+                while self.table[i] != EMPTY:
                     i = (i + 1) & self.mask
-                self.table[i] = idx
+                self.table[i] = e
         free(old)
         return 0
 
     cdef void remove(self, int32_t idx) noexcept:
         """Delete slot `idx` from the table, shifting later entries of its cluster back (linear
         probing without tombstones)."""
+        cdef uint64_t e = entry(self.slots[idx].hash, idx)
         cdef uint64_t i = self.slots[idx].hash & self.mask, j, home
-        cdef int32_t other
-        while self.table[i] != idx:
+        cdef uint64_t other
+        while self.table[i] != e:
             i = (i + 1) & self.mask
         j = i
         while True:
             j = (j + 1) & self.mask
             other = self.table[j]
-            if other == NONE:
+            if other == EMPTY:
                 break
-            home = self.slots[other].hash & self.mask
+            home = (other >> 32) & self.mask
             # move `other` into the hole at i unless its home lies cyclically in (i, j]
             if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
                 self.table[i] = other
                 i = j
-        self.table[i] = NONE
+        self.table[i] = EMPTY
 
     # ------------------------------------------------------------------ the classifier's context
 
@@ -609,7 +700,12 @@ cdef class Observer:
 
     def slot_size(self):
         """Bytes of one open connection's slot, and of its share of the flow table."""
-        return sizeof(Slot), 2 * sizeof(int32_t)
+        return sizeof(Slot), 2 * sizeof(uint64_t)
+
+    def quiet_stats(self):
+        """(quiet connections, whether their last activities are in order): the sweep's
+        bookkeeping (tests)."""
+        return self.n_quiet, bool(self.quiet_sorted)
 
 
 cdef void guess_roles(const Seg* s, const Endpoint* src, const Endpoint* dst,

@@ -35,6 +35,10 @@ from analyzer.core.conn cimport (
     Ep,
     Hist,
     IcmpRec,
+    hist_append,
+    hist_fs,
+    syn_frame,
+    syn_ts,
     RstRec,
     conn_ended,
     conn_export,
@@ -209,7 +213,7 @@ cdef inline bint ttl_in(const Dir* d, uint8_t ttl) noexcept nogil:
 
 
 cdef inline uint8_t hist_state(const Ep* ep, int i) noexcept nogil:
-    return <uint8_t>(ep.hist[i].fs & 15)
+    return <uint8_t>(hist_fs(ep, i) & 15)
 
 
 cdef const RstRec* first_rst(const Conn* c) noexcept nogil:
@@ -325,7 +329,7 @@ cdef bint rule_refused(const Conn* c, bint ls, Verdict* v) noexcept nogil:
         if r.bits & R_ANSWERS_SYN and cl.n_syn and not sv.n_synack and r.bits & R_HAS_ACK:
             see(v, 0, ERR_ECONNREFUSED)
             f.n = 0
-            fr_add(&f, cl.syn[cl.n_syn - 1].frame, True)
+            fr_add(&f, syn_frame(cl, cl.n_syn - 1), True)
             fr_add(&f, r.frame, True)
             put_frames(v, &f)
             reason(v, RS_REFUSED, 0, 0, 0, 0, 0)
@@ -413,7 +417,7 @@ cdef bint linear(const Dir* cl) noexcept nogil:
     if cl.n_syn < 3:
         return False
     for i in range(1, cl.n_syn):
-        g = cl.syn[i].ts - cl.syn[i - 1].ts
+        g = syn_ts(cl, i) - syn_ts(cl, i - 1)
         if not (LINEAR_LO <= g <= LINEAR_HI):
             return False
     return True
@@ -428,14 +432,14 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     cdef int i
     cdef bint two_times = False, acked_synack = False
     for i in range(1, cl.n_syn):  # len(set(syn_times)) >= 2: a time unlike the first
-        if cl.syn[i].ts != cl.syn[0].ts:
+        if syn_ts(cl, i) != syn_ts(cl, 0):
             two_times = True
             break
-    if two_times and sv.n_synack and sv.synack[0].frame > cl.syn[1].frame:
+    if two_times and sv.n_synack and sv.synack[0].frame > syn_frame(cl, 1):
         # the first SYN was ignored (no SYN/ACK before its retry), then answered: queue drained
         f.n = 0
         for i in range(cl.n_syn if cl.n_syn < 4 else 4):
-            fr_add(&f, cl.syn[i].frame, True)
+            fr_add(&f, syn_frame(cl, i), True)
         fr_add(&f, sv.synack[0].frame, True)
         put_frames(v, &f)
         likely(v, K_SYN_TIMEOUT)
@@ -468,7 +472,7 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     if cl.n_syn and not sv.packets and ls and linear(cl):
         see(v, 0, ERR_ETIMEDOUT)
         for i in range(cl.n_syn if cl.n_syn < 6 else 6):
-            put_frame(v, cl.syn[i].frame)
+            put_frame(v, syn_frame(cl, i))
         likely(v, K_SYN_TIMEOUT)
         reason(v, RS_BACKLOG_LINEAR, 0, 0, 0, 0, 0)
         return True
@@ -682,7 +686,7 @@ cdef bint rule_syn_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
         return False
     see(v, 0, ERR_ETIMEDOUT)
     for i in range(cl.n_syn if cl.n_syn < 6 else 6):
-        put_frame(v, cl.syn[i].frame)
+        put_frame(v, syn_frame(cl, i))
     if cl.n_syn < 2:
         likely(v, K_OPEN)
     reason(v, RS_SYN_TIMEOUT, 0, 0, cl.n_syn, 0, 0)
@@ -742,8 +746,8 @@ cdef bint rule_simultaneous_open(const Conn* c, bint ls, Verdict* v) noexcept no
     if fin_truthy(&c.d[0]):
         see(v, 1, ERR_EOF)
     f.n = 0
-    fr_add(&f, c.d[0].syn[0].frame, True)
-    fr_add(&f, c.d[1].syn[0].frame, True)
+    fr_add(&f, syn_frame(&c.d[0], 0), True)
+    fr_add(&f, syn_frame(&c.d[1], 0), True)
     put_frames(v, &f)
     reason(v, RS_SIM_OPEN, 0, 0, 0, 0, 0)
     return True
@@ -909,17 +913,9 @@ cdef int anom_add(Conn* c, int64_t frame, double ts, uint8_t role, uint8_t state
 cdef int hist_push(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nogil:
     """One timeline entry, the array grown by one as conn.pyx grows it (the give_up's step is an
     edge of the acyclic table, so the timeline stays within conn.pyx's bound)."""
-    cdef Hist* q
     if ep.n_hist == 255:
         return -1
-    q = <Hist*>realloc(ep.hist, (ep.n_hist + 1) * sizeof(Hist))
-    if q == NULL:
-        return -1
-    ep.hist = q
-    ep.hist[ep.n_hist].ts = ts
-    ep.hist[ep.n_hist].fs = (frame << 4) | state
-    ep.n_hist += 1
-    return 0
+    return hist_append(ep, state, frame, ts)
 
 
 cdef int conn_give_up(Conn* c, int role) noexcept nogil:

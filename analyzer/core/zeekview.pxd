@@ -18,7 +18,7 @@ cdef enum:
     ZEEK_SNAPLEN_GAPS = 4
 
 cdef enum:
-    ZEEK_HIST_INLINE = 40  # history letters held in the struct (Zeek's are ~10 long)
+    ZEEK_HIST_INLINE = 16  # history letters held in the struct (Zeek's are ~10 long)
     # history letters kept in all (later ones are dropped): past ZEEK_HIST_INLINE they move to
     # the heap, doubling from 64 (a RST storm writes one `r` per new sequence number)
     ZEEK_HIST_MAX = 65536
@@ -54,7 +54,6 @@ ctypedef union ZeekHist:
 
 ctypedef struct ZeekConn:
     ZeekEp ep[2]  # physical sides: 0 sent the first packet; `orig` says which is the originator
-    Addr addr[2]  # ep[i]'s address
     double last_time  # Zeek's Conn LastTime
     double deadline  # attempt_at (ZC_ATTEMPT) until the close completes, then delete_at
     double grid[2]  # expire-timer grid starts (ngrids of them)
@@ -64,6 +63,7 @@ ctypedef struct ZeekConn:
     uint8_t ip_version
     uint8_t orig  # index of the originator in ep / addr / port
     uint8_t flags  # ZC_* bits
+    uint8_t swap  # ep[0]'s address is zeek_observe's `b` (0: its `a`)
     uint8_t ngrids
     uint8_t nblocks[2]
     uint32_t hist_len
@@ -72,8 +72,10 @@ ctypedef struct ZeekConn:
 cdef void zeek_init(ZeekConn* z, uint8_t options) noexcept nogil
 cdef void zeek_free(ZeekConn* z) noexcept nogil
 # ZeekView.observe (ICMP errors are ignored, as there). 0, or -1 when memory ran out (an
-# out-of-order block or a history letter was then dropped).
-cdef int zeek_observe(ZeekConn* z, const Seg* s) noexcept nogil
+# out-of-order block or a history letter was then dropped). `a` and `b`: the connection's two
+# addresses (the struct does not hold them), always the same two in the same order; the first
+# segment observed goes from one of them to the other.
+cdef int zeek_observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noexcept nogil
 # starts_new_connection(view, seg, last_ts)
 cdef bint zeek_starts_new(const ZeekConn* z, const Seg* s, double last_ts) noexcept nogil
 # ZeekView.is_closed_for_reuse()

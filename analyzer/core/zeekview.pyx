@@ -7,7 +7,7 @@ originator, so a role flip swaps one index and the per-side facts (did_close, fi
 seen, counters, reassembler) stay with their side, as they do with Python's swapped objects.
 
 Bounds (zeekview.pxd), the only departures from zeek.py:
-* the history keeps its first ZEEK_HIST_MAX (65536) letters (40 in the struct, then a heap
+* the history keeps its first ZEEK_HIST_MAX (65536) letters (16 in the struct, then a heap
   buffer);
 * a direction buffers at most ZEEK_MAX_BLOCKS disjoint out-of-order blocks (touching or
   overlapping ones are coalesced, which the gap rules cannot tell apart from Python's list);
@@ -336,14 +336,14 @@ cdef inline void _flip(ZeekConn* z) noexcept nogil:
     z.flags &= ~ZC_PARTIAL
 
 
-cdef void _start(ZeekConn* z, const Seg* s) noexcept nogil:
+cdef void _start(ZeekConn* z, const Seg* s, const Addr* a) noexcept nogil:
     cdef bint flip = False
     z.flags |= ZC_STARTED
     z.last_time = s.ts
     z.grid[0] = s.ts + SYN_TIMEOUT
     z.ngrids = 1
-    z.addr[0] = s.src
-    z.addr[1] = s.dst
+    # side 0's address is s.src, side 1's s.dst: the caller's `a` and `b` (or `b` and `a`)
+    z.swap = 0 if addr_eq(&s.src, a) else 1
     z.port[0] = s.sport
     z.port[1] = s.dport
     z.ip_version = s.ip_version
@@ -551,26 +551,28 @@ cdef void _process(ZeekConn* z, const Seg* s, bint is_orig, int side) noexcept n
         _connection_closed(z, e, peer)
 
 
-cdef int zeek_observe(ZeekConn* z, const Seg* s) noexcept nogil:
-    _observe(z, s)
+cdef int zeek_observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noexcept nogil:
+    _observe(z, s, a, b)
     if z.flags & ZC_NOMEM:
         z.flags &= ~ZC_NOMEM
         return -1
     return 0
 
 
-cdef void _observe(ZeekConn* z, const Seg* s) noexcept nogil:
+cdef void _observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noexcept nogil:
     cdef int side
     cdef bint is_orig
     if s.icmp_kind != ICMP_NONE:
         return
     if not (z.flags & ZC_STARTED):
-        _start(z, s)
+        _start(z, s, a)
     if s.ip_version != z.ip_version:
         return  # (an address of the other family is another endpoint)
-    if addr_eq(&s.src, &z.addr[0]) and s.sport == z.port[0]:
+    if z.swap:
+        a, b = b, a
+    if addr_eq(&s.src, a) and s.sport == z.port[0]:
         side = 0
-    elif addr_eq(&s.src, &z.addr[1]) and s.sport == z.port[1]:
+    elif addr_eq(&s.src, b) and s.sport == z.port[1]:
         side = 1
     else:
         return  # not this connection's packet
@@ -713,6 +715,7 @@ cdef class ZeekProbe:
     """One ZeekConn driven from Python (tests): the same calls as ZeekView."""
 
     cdef ZeekConn z
+    cdef Addr addr[2]  # the first TCP segment's source and destination (the connection's)
 
     def __cinit__(self):
         zeek_init(&self.z, 0)
@@ -730,7 +733,10 @@ cdef class ZeekProbe:
     def observe(self, segment):
         cdef Seg s
         seg_from_py(segment, &s)
-        if zeek_observe(&self.z, &s) < 0:
+        if not (self.z.flags & ZC_STARTED) and s.icmp_kind == ICMP_NONE:
+            self.addr[0] = s.src
+            self.addr[1] = s.dst
+        if zeek_observe(&self.z, &s, &self.addr[0], &self.addr[1]) < 0:
             raise MemoryError()
 
     def starts_new(self, segment, double last_ts):
