@@ -253,7 +253,14 @@ def iter_json(path: str, report: FileReport, timeouts: Timeouts | None = None, *
     messages, when it is opened under another (a worker given an absolute path)."""
     obs = Observer(timeouts or Timeouts(), zeek_options, json_file=name or path)
     obs.set_filter(case_ids, ports)
-    for _ in _native_read(obs, path, report, check_ip_checksums, progress, None, name):
+    yield from json_batches(obs, _native_read(obs, path, report, check_ip_checksums, progress,
+                                              None, name))
+
+
+def json_batches(obs, feeding: Iterator) -> Iterator[bytes]:
+    """The JSON Lines ``obs`` writes while ``feeding`` (a ``feed_observer``) runs, a batch at a
+    time."""
+    for _ in feeding:
         if len(obs.json):
             yield obs.json.take()
     if len(obs.json):
@@ -262,12 +269,19 @@ def iter_json(path: str, report: FileReport, timeouts: Timeouts | None = None, *
 
 def _native_read(obs, path: str, report: FileReport, check_ip_checksums: bool, progress,
                  done: list | None, name: str | None = None) -> Iterator:
-    """Feed `path` to `obs` a batch at a time; yields the finished pairs in ``done`` (or None
-    after each batch, when the observer writes JSON instead)."""
     from analyzer.core.decode import open_native
 
     reader = open_native(path, check_ip_checksums=check_ip_checksums, name=name)
     report.stats = reader.stats
+    yield from feed_observer(obs, reader, report, progress, done)
+    report.stats = ReadStats(**reader.stats.values())  # the live counters, as a ReadStats
+
+
+def feed_observer(obs, reader, report: FileReport, progress, done: list | None) -> Iterator:
+    """Feed a native reader to ``obs`` a batch at a time; yields the finished pairs in ``done``
+    (or None after each batch, when the observer writes JSON instead). Ends with the reader's
+    problems, notes and the peak in ``report``; the caller turns ``reader.stats`` into
+    ``report.stats``."""
     report.engine = "native"
     try:
         while obs.feed_reader(reader):
@@ -286,7 +300,6 @@ def _native_read(obs, path: str, report: FileReport, check_ip_checksums: bool, p
             done.clear()
     finally:
         reader.close()
-    report.stats = ReadStats(**reader.stats.values())  # the live counters, as a ReadStats
     report.problems.extend(reader.problems)
     report.notes.extend(reader.notes)
     report.peak_connections = obs.peak_active

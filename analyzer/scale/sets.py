@@ -1,14 +1,14 @@
 """A rotated set read as one capture by the native core: ``decode.SetReader`` hands the files'
 segments to the observer in order, frame numbers continuing across files (``mergecap -a``). The
 loops are those of ``pipeline._native_read`` (pairs, or JSON written by the core), over the
-set's reader instead of one file's."""
+set's reader instead of one file's (``pipeline.feed_observer``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from analyzer.capture.reader import ReadStats
-from analyzer.pipeline import FileReport, without_gc
+from analyzer.pipeline import FileReport, feed_observer, json_batches, without_gc
 from analyzer.tracker import Timeouts
 
 
@@ -33,39 +33,16 @@ def set_json(paths: list[str], names: list[str], report: FileReport,
 
     obs = Observer(timeouts or Timeouts(), zeek_options, json_file=names[0])
     obs.set_filter(case_ids, ports)
-    for _ in _read(obs, paths, names, report, check_ip_checksums, None):
-        if len(obs.json):
-            yield obs.json.take()
-    if len(obs.json):
-        yield obs.json.take()
+    yield from json_batches(obs, _read(obs, paths, names, report, check_ip_checksums, None))
 
 
 def _read(obs, paths, names, report, check_ip_checksums, done):
-    """Feed the set to ``obs`` a batch at a time; yields the finished pairs in ``done`` (or
-    None after each batch, when the observer writes JSON instead)."""
+    """``pipeline.feed_observer`` over the set's reader."""
     from analyzer.core.decode import SetReader
 
     reader = SetReader(paths, names, check_ip_checksums=check_ip_checksums)
-    report.engine = "native"
     report.stats = ReadStats()  # (a set none of whose files opens keeps these)
-    try:
-        while obs.feed_reader(reader):
-            if done is None:
-                yield None
-            elif done:
-                yield from done
-                done.clear()
-        obs.close()
-        if done is None:
-            yield None
-        else:
-            yield from done
-            done.clear()
-    finally:
-        reader.close()
+    yield from feed_observer(obs, reader, report, None, done)
     stats = reader.stats
     if stats is not None:
         report.stats = ReadStats(**{name: getattr(stats, name) for name in stats.__slots__})
-    report.problems.extend(reader.problems)
-    report.notes.extend(reader.notes)
-    report.peak_connections = obs.peak_active
