@@ -19,13 +19,18 @@ def prepare(args, progress=None, want=None):
     Lines written by the core), else ``runner.records``. The caller closes the runner."""
     from analyzer.scale.inputs import expand
     from analyzer.scale.run import Options, Runner, Workers, farmable
+    from analyzer.tracker import Timeouts
 
     jobs = getattr(args, "jobs", None)
     dask = getattr(args, "dask", None)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: needs at least one process")
     units = expand(args.files, rotated=getattr(args, "rotated", False))
-    opts = Options(zeek_options={"boundaries": args.zeek_boundaries},
+    max_open = getattr(args, "max_open", None)
+    if max_open is not None and max_open < 1:
+        raise UsageError(f"--max-open {max_open}: needs at least one connection")
+    timeouts = Timeouts() if max_open is None else Timeouts(max_active=max_open)
+    opts = Options(timeouts=timeouts, zeek_options={"boundaries": args.zeek_boundaries},
                    check_ip_checksums=args.check_ip_checksums,
                    engine=getattr(args, "engine", "auto"))
     # local processes pay only with two captures or more to read at once (one capture is read
