@@ -185,6 +185,9 @@ cdef class Observer:
     cdef Py_ssize_t n_answered
     cdef Counts frame_counts  # what feed_frame decoded (live captures)
     cdef public list done
+    cdef int64_t* closing  # close_some's order: (conn id, slot) pairs, while closing
+    cdef Py_ssize_t n_closing
+    cdef Py_ssize_t i_closing
     cdef public JsonLines json
     cdef uint64_t keep_cases  # bit per catalog case kept in the JSON (all bits: no filter)
     cdef uint16_t keep_ports[MAX_PORTS]  # either port of a connection kept (none: no filter)
@@ -195,6 +198,7 @@ cdef class Observer:
     def __cinit__(self):
         self.slots = NULL
         self.batch = NULL
+        self.closing = NULL
         self.table = NULL
         self.answered = NULL
 
@@ -244,6 +248,7 @@ cdef class Observer:
         free(self.table)
         free(self.answered)
         free(self.batch)
+        free(self.closing)
 
     def set_filter(self, case_ids=None, ports=None):
         """Keep in the JSON only these cases (indices of analyzer.cases.CATALOG) and only
@@ -486,25 +491,40 @@ cdef class Observer:
 
     def close(self):
         """End of input: every connection still open is finished, in order of first frame."""
-        cdef Py_ssize_t n = 0, i
+        while self.close_some(1 << 62):
+            pass
+
+    def close_some(self, Py_ssize_t most):
+        """``close`` a part at a time: finish at most `most` of the connections still open (in
+        order of first frame; the order is taken at the first call, when the input has ended),
+        so that what they give (JSON, pairs) can be taken in between. True while some remain."""
+        cdef Py_ssize_t n = 0, stop
         cdef int32_t idx
         cdef int k
-        cdef int64_t* order = <int64_t*>malloc((self.n_active + 1) * 2 * sizeof(int64_t))
-        if order == NULL:
-            raise MemoryError()
-        try:
+        if self.closing == NULL:
+            self.closing = <int64_t*>malloc((self.n_active + 1) * 2 * sizeof(int64_t))
+            if self.closing == NULL:
+                raise MemoryError()
             for k in range(2):
                 idx = self.quiet_head if k == 0 else self.lru_head
                 while idx != NONE:
-                    order[2 * n] = self.slots[idx].conn.conn_id
-                    order[2 * n + 1] = idx
+                    self.closing[2 * n] = self.slots[idx].conn.conn_id
+                    self.closing[2 * n + 1] = idx
                     n += 1
                     idx = self.slots[idx].next
-            qsort(order, n, 2 * sizeof(int64_t), cmp_ids)
-            for i in range(n):
-                self.finish(<int32_t>order[2 * i + 1])
-        finally:
-            free(order)
+            qsort(self.closing, n, 2 * sizeof(int64_t), cmp_ids)
+            self.n_closing = n
+            self.i_closing = 0
+        stop = self.n_closing if self.n_closing - self.i_closing <= most \
+            else self.i_closing + most
+        while self.i_closing < stop:
+            self.i_closing += 1
+            self.finish(<int32_t>self.closing[2 * (self.i_closing - 1) + 1])
+        if self.i_closing < self.n_closing:
+            return True
+        free(self.closing)
+        self.closing = NULL
+        return False
 
     # ------------------------------------------------------------------ finishing
 
