@@ -185,6 +185,14 @@ cdef inline int64_t hist_fs(const Ep* ep, int i) noexcept nogil:
         return ep.fs0 >> 1
     return ep.hist.heap[i].fs
 
+cdef inline uint8_t hist_state(const Ep* ep, int i) noexcept nogil:
+    return <uint8_t>(hist_fs(ep, i) & 15)
+
+
+cdef inline int64_t hist_frame(const Ep* ep, int i) noexcept nogil:
+    return hist_fs(ep, i) >> 4
+
+
 cdef inline int64_t syn_frame(const Dir* d, int i) noexcept nogil:
     if d.syn0 & SYN_INLINE:
         return d.syn0 >> 1
@@ -219,3 +227,37 @@ cdef bint conn_new_attempt(const Conn* c, const Seg* s) noexcept nogil
 # A Python analyzer.connection.Connection equal, attribute for attribute, to what the Python
 # observer would hold after the same segments (the classifier reads it; zeek is left None).
 cdef object conn_export(const Conn* c)
+
+# The layout's bits, shared by the modules that read a Conn (conn.pyx, verdict.pyx, records.pyx).
+cdef enum:
+    ANOM_KEPT = 10  # anomalies kept in full: the classifier shows conn.anomalies[:10]
+    EV_OWN_RST = 255  # the anomaly "send after its own RST" (not a table event)
+
+# Dir.has: presence of the optional values
+cdef enum:
+    H_ISN = 1 << 0
+    H_NEXT = 1 << 1
+    H_MAXACK = 1 << 2  # max_ack and ack_frame
+    H_FIN = 1 << 3  # fin_frame and fin_seq
+    H_LADDER = 1 << 4  # ladder_seq
+    H_KEY = 1 << 5  # last_key
+    H_KEY_TSVAL = 1 << 6  # last_key's tsval is not None
+    H_DATA = 1 << 7  # first_data_frame and last_data_frame
+    H_DAPF = 1 << 8  # data_after_peer_fin
+    H_SAOR = 1 << 9  # sent_after_own_rst
+    H_OPTIONS = 1 << 10  # options_seen (a bool, not optional, but it fits here)
+
+# RstRec.bits
+cdef enum:
+    R_HAS_ACK = 1 << 0
+    R_HAS_OPTIONS = 1 << 1
+    R_HAS_TSVAL = 1 << 2
+    R_ACCEPTED = 1 << 3
+    R_ANSWERS_SYN = 1 << 4
+    R_FORGED = 1 << 5
+    R_CHALLENGE = 1 << 6  # challenge_frame is not None
+
+# One Conn driven from Python Segments (tests): the Python Connection's interface. Declared here
+# so that other modules' test probes (verdict.ClassifyProbe) extend it.
+cdef class ConnProbe:
+    cdef Conn c

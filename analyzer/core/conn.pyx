@@ -58,35 +58,9 @@ cdef enum:
     MAX_STATES = 16  # a state index fits the 4 bits Hist.fs gives it
     MAX_EVENTS = 16
     HIST_MAX = 16  # timeline entries kept per endpoint (see the module docstring)
-    ANOM_KEPT = 10  # anomalies kept in full: the classifier shows conn.anomalies[:10]
     RST_ACCEPTED_KEPT = 8  # connection.py: accepted RSTs kept past MAX_KEPT, at most this many
-    EV_OWN_RST = 255  # the anomaly "send after its own RST" (not a table event)
     PEND_COPY = 255  # Conn.pend: the pending RST is in pend_copy (its list did not keep it)
     LIST_MAX = 255  # n_* counters are uint8_t
-
-# Dir.has: presence of the optional values
-cdef enum:
-    H_ISN = 1 << 0
-    H_NEXT = 1 << 1
-    H_MAXACK = 1 << 2  # max_ack and ack_frame
-    H_FIN = 1 << 3  # fin_frame and fin_seq
-    H_LADDER = 1 << 4  # ladder_seq
-    H_KEY = 1 << 5  # last_key
-    H_KEY_TSVAL = 1 << 6  # last_key's tsval is not None
-    H_DATA = 1 << 7  # first_data_frame and last_data_frame
-    H_DAPF = 1 << 8  # data_after_peer_fin
-    H_SAOR = 1 << 9  # sent_after_own_rst
-    H_OPTIONS = 1 << 10  # options_seen (a bool, not optional, but it fits here)
-
-# RstRec.bits
-cdef enum:
-    R_HAS_ACK = 1 << 0
-    R_HAS_OPTIONS = 1 << 1
-    R_HAS_TSVAL = 1 << 2
-    R_ACCEPTED = 1 << 3
-    R_ANSWERS_SYN = 1 << 4
-    R_FORGED = 1 << 5
-    R_CHALLENGE = 1 << 6  # challenge_frame is not None
 
 # ------------------------------------------------------------------ tables, filled by _build
 
@@ -310,14 +284,6 @@ cdef ConnMore* conn_more(Conn* c) noexcept nogil:
 
 
 # ------------------------------------------------------------------ endpoints
-
-
-cdef inline uint8_t hist_state(const Ep* ep, int i) noexcept nogil:
-    return <uint8_t>(hist_fs(ep, i) & 15)
-
-
-cdef inline int64_t hist_frame(const Ep* ep, int i) noexcept nogil:
-    return hist_fs(ep, i) >> 4
 
 
 cdef int hist_append(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nogil:
@@ -1010,8 +976,6 @@ cdef Py_ssize_t chunk(Py_ssize_t n):
 
 cdef class ConnProbe:
     """One Conn driven from Python Segments (tests): the Python Connection's interface."""
-
-    cdef Conn c
 
     def __cinit__(self, conn_id, seg, client, server):
         cdef Seg s

@@ -13,7 +13,7 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, strlen
 
-from analyzer.core.conn cimport Conn, Ep, hist_fs
+from analyzer.core.conn cimport Conn, Ep, hist_frame, hist_state
 from analyzer.core.seg cimport Addr
 from analyzer.core.verdict cimport (
     CONF_LIKELY,
@@ -240,9 +240,9 @@ cdef int put_states(Out* o, const Ep* ep) except -1:
         if i:
             puts(o, ", ")
         puts(o, "[")
-        put_cstr(o, STATE_NAME[hist_fs(ep, i) & 15])
+        put_cstr(o, STATE_NAME[hist_state(ep, i)])
         puts(o, ", ")
-        put_int(o, hist_fs(ep, i) >> 4)
+        put_int(o, hist_frame(ep, i))
         puts(o, "]")
     puts(o, "]")
     return 0

@@ -27,8 +27,23 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 
 from analyzer.core.conn cimport (
+    ANOM_KEPT,
+    EV_OWN_RST,
+    H_DAPF,
+    H_DATA,
+    H_FIN,
+    H_ISN,
+    H_MAXACK,
+    H_NEXT,
+    H_SAOR,
+    R_ACCEPTED,
+    R_ANSWERS_SYN,
+    R_CHALLENGE,
+    R_FORGED,
+    R_HAS_ACK,
     AnomRec,
     Conn,
+    ConnProbe,
     ConnMore,
     Dir,
     DirMore,
@@ -37,6 +52,7 @@ from analyzer.core.conn cimport (
     IcmpRec,
     hist_append,
     hist_fs,
+    hist_state,
     syn_frame,
     syn_ts,
     RstRec,
@@ -73,28 +89,7 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk, timespec* ts)
     int CLOCK_MONOTONIC
 
-# ------------------------------------------------------------------ conn.pyx's private layout
-# (restated: conn.pyx keeps these in the .pyx; the tests compare every read with conn_export)
-
 cdef enum:
-    H_ISN = 1 << 0
-    H_NEXT = 1 << 1
-    H_MAXACK = 1 << 2  # max_ack and ack_frame
-    H_FIN = 1 << 3  # fin_frame and fin_seq
-    H_DATA = 1 << 7  # first_data_frame and last_data_frame
-    H_DAPF = 1 << 8  # data_after_peer_fin
-    H_SAOR = 1 << 9  # sent_after_own_rst
-
-cdef enum:
-    R_HAS_ACK = 1 << 0
-    R_ACCEPTED = 1 << 3
-    R_ANSWERS_SYN = 1 << 4
-    R_FORGED = 1 << 5
-    R_CHALLENGE = 1 << 6  # challenge_frame is not None
-
-cdef enum:
-    EV_OWN_RST = 255  # AnomRec.event of "send after its own RST"
-    ANOM_KEPT = 10  # AnomRec entries conn.pyx keeps (and the classifier shows)
     MAX_CASES = 32
     MAX_ST = 16
 
@@ -210,10 +205,6 @@ cdef inline bint ttl_in(const Dir* d, uint8_t ttl) noexcept nogil:
         if d.ttl[i] == ttl:
             return True
     return False
-
-
-cdef inline uint8_t hist_state(const Ep* ep, int i) noexcept nogil:
-    return <uint8_t>(hist_fs(ep, i) & 15)
 
 
 cdef const RstRec* first_rst(const Conn* c) noexcept nogil:
@@ -1330,37 +1321,15 @@ def verdict_struct_size():
 # ------------------------------------------------------------------ tests and timing
 
 
-cdef class ClassifyProbe:
-    """One Conn driven from Python Segments, classified by classify_conn (tests): the twin of a
-    Python Connection, as conn.ConnProbe, whose Conn this module cannot reach."""
+cdef class ClassifyProbe(ConnProbe):
+    """A conn.ConnProbe (one Conn driven from Python Segments: the twin of a Python
+    Connection) that classify_conn classifies (tests)."""
 
-    cdef Conn c
     cdef Verdict v
     cdef bint classified
 
-    def __cinit__(self, conn_id, seg, client, server):
-        cdef Seg s
-        cdef Addr ca, sa
-        memset(&self.c, 0, sizeof(Conn))
-        memset(&self.v, 0, sizeof(Verdict))
-        seg_from_py(seg, &s)
-        addr_parse(client[0], &ca)
-        addr_parse(server[0], &sa)
-        conn_init(&self.c, conn_id, &s, &ca, client[1], &sa, server[1])
-
-    def __dealloc__(self):
-        conn_free(&self.c)
-
-    def observe(self, seg):
-        cdef Seg s
-        cdef int rc
-        seg_from_py(seg, &s)
-        if s.icmp_kind != ICMP_NONE:
-            rc = conn_observe_icmp(&self.c, &s)
-        else:
-            rc = conn_observe(&self.c, &s)
-        if rc < 0:
-            raise MemoryError()
+    def __cinit__(self, *args):
+        memset(&self.v, 0, sizeof(Verdict))  # (ConnProbe's __cinit__ has made the Conn)
 
     def classify(self, bint listener_seen):
         """classify_conn, once: the analyzer.classify.Verdict it gives."""
@@ -1406,14 +1375,6 @@ cdef class ClassifyProbe:
                 free(buf)
             out.append(full)
         return out[0], out[1:]
-
-    def export(self):
-        return conn_export(&self.c)
-
-    @property
-    def ended(self):
-        return conn_ended(&self.c)
-
 
 def classify_probe(ClassifyProbe probe, bint listener_seen):
     return probe.classify(listener_seen)
@@ -1591,90 +1552,4 @@ def _build():
         raise ValueError("verdict.pyx: timelines longer than conn.pyx keeps")
 
 
-cdef tuple _read_dir(const Conn* c, int role):
-    """What the rules read of one direction, through this module's copy of conn.pyx's bits."""
-    cdef const Dir* d = &c.d[role]
-    cdef int i
-    dapf = d.more.data_after_peer_fin if d.has & H_DAPF and d.more != NULL else None
-    saor = d.more.sent_after_own_rst if d.has & H_SAOR and d.more != NULL else None
-    rsts = tuple((bool(d.rsts[i].bits & R_HAS_ACK), bool(d.rsts[i].bits & R_ACCEPTED),
-                  bool(d.rsts[i].bits & R_ANSWERS_SYN), bool(d.rsts[i].bits & R_FORGED),
-                  d.rsts[i].challenge_frame if d.rsts[i].bits & R_CHALLENGE else None)
-                 for i in range(d.n_rst))
-    return (d.isn if d.has & H_ISN else None, d.next_seq if d.has & H_NEXT else None,
-            d.max_ack if d.has & H_MAXACK else None, d.fin_frame if d.has & H_FIN else None,
-            d.last_data_frame if d.has & H_DATA else None, dapf, saor, rsts)
-
-
-cdef tuple _layout_of(list script):
-    """(read here, exported, first anomaly's text here, exported) of a scripted connection."""
-    from analyzer.segment import Segment
-    cdef Conn c
-    cdef Seg s
-    cdef Addr ca, sa
-    cdef Out o
-    cdef char buf[256]
-    C, S = ("10.0.0.1", 1), ("10.0.0.2", 2)
-    segs = []
-    for i, (who, flags, seq, ack, plen) in enumerate(script):
-        src, dst = (C, S) if who == "c" else (S, C)
-        segs.append(Segment(frame=i + 1, ts=1.0 + i, src=src[0], sport=src[1], dst=dst[0],
-                            dport=dst[1], seq=seq, ack=ack, flags=flags, window=100,
-                            payload_len=plen))
-    seg_from_py(segs[0], &s)
-    addr_parse(C[0], &ca)
-    addr_parse(S[0], &sa)
-    conn_init(&c, 0, &s, &ca, C[1], &sa, S[1])
-    try:
-        for seg in segs:
-            seg_from_py(seg, &s)
-            if conn_observe(&c, &s) < 0:
-                raise MemoryError()
-        exp = conn_export(&c)
-        want = []
-        for role in _ROLES:
-            d = exp.sent[role]
-            want.append((d.isn, d.next_seq, d.max_ack, d.fin_frame, d.last_data_frame,
-                         d.data_after_peer_fin, d.sent_after_own_rst,
-                         tuple((r.has_ack, r.accepted, r.answers_syn, r.forged,
-                                r.challenge_frame) for r in d.rsts)))
-        text = None
-        if c.more != NULL and c.more.n_anom:
-            o.p, o.cap, o.n = buf, sizeof(buf), 0
-            o_anomaly(&o, &c.more.anom[0])
-            text = buf[:o_end(&o)].decode()
-        return ([_read_dir(&c, 0), _read_dir(&c, 1)], want, text,
-                exp.anomalies[0].text() if exp.anomalies else None)
-    finally:
-        conn_free(&c)
-
-
-def _check_layout():
-    """conn.pyx's private bits, as restated here, read two known connections as conn_export
-    does (a mismatch fails the import rather than a verdict); between them every bit is set."""
-    from analyzer.segment import ACK, FIN, PSH, RST, SYN
-    stray = [  # who, flags, seq, ack, payload
-        ("c", SYN, 100, 0, 0), ("s", SYN | ACK, 500, 101, 0), ("c", ACK, 101, 501, 0),
-        ("c", PSH | ACK, 101, 501, 10), ("s", ACK, 501, 111, 0),
-        ("s", RST | ACK, 9999, 111, 0),  # out of window: awaits a challenge ACK ...
-        ("c", ACK, 111, 501, 0),  # ... this one (frame 7)
-        ("s", FIN | ACK, 501, 111, 0),  # frame 8 (its RST of frame 6 was forged, then)
-        ("c", PSH | ACK, 111, 502, 5),  # data after the peer's FIN (frame 9)
-        ("c", RST, 116, 0, 0),  # accepted bare RST (frame 10) ...
-        ("c", ACK, 116, 502, 0),  # ... then its "sender" goes on: forged (frame 11)
-    ]
-    refused = [("c", SYN, 100, 0, 0), ("s", RST | ACK, 0, 101, 0)]
-    known = (
-        [(100, 116, 502, None, 9, 9, 11, ((False, True, False, True, None),)),
-         (500, 502, 111, 8, None, None, 8, ((True, False, False, True, 7),))],
-        [(100, 101, None, None, None, None, None, ()),
-         (None, None, 101, None, None, None, None, ((True, True, True, False, None),))])
-    for script, expect in zip((stray, refused), known):
-        got, want, text, want_text = _layout_of(script)
-        if got != want or want != expect or text != want_text:
-            raise ValueError(f"verdict.pyx: conn.pyx's layout changed: read {got} {text!r}, "
-                             f"exported {want} {want_text!r}, expected {expect}")
-
-
 _build()
-_check_layout()
