@@ -3,8 +3,10 @@ application see?
 
 The pipeline, one stage knowing only the one before it::
 
-    capture/ (pcap, pcapng, sniffers) -> Segment -> tracker + tcpstate (transition table)
-      -> classify (the catalog in cases.py) -> report/ (tables, plots, HTML) -> cli.py
+    captures (pcap, pcapng, gzip, stdin, sniffers) -> core/ (compiled: decode -> observer,
+      with both endpoints' state machines from tcpstate.py's transition table and Zeek's view
+      -> the classifier, whose rules follow the catalog in cases.py) -> Connection + Verdict
+      or JSON Lines -> report/ (tables, plots, HTML) -> cli.py
 
 Python API: ``analyzer.analyze(path)`` returns an ``Analysis`` with a ``connections`` DataFrame
 (columns: ``analyzer.pipeline.RECORD_FIELDS``) and an ``events`` DataFrame (one row per state

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analyzer.pipeline import EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records, state_events
-from analyzer.tracker import Timeouts
+from analyzer.timeouts import Timeouts
 
 
 @dataclass
@@ -47,18 +47,16 @@ class Analysis:
 
 
 def analyze(*paths: str, timeouts: Timeouts | None = None,
-            check_ip_checksums: bool = False, zeek_options: dict | None = None,
-            engine: str = "auto") -> Analysis:
+            check_ip_checksums: bool = False, zeek_options: dict | None = None) -> Analysis:
     """Read the captures and classify every connection. Raises ``UnreadableCapture`` when a file
     cannot be read at all; partial damage is reported in ``Analysis.problems``.
     ``zeek_options`` (``bare_mode``, ``ignore_checksums``) make the Zeek fields mimic ``zeek -b``
-    / ``zeek -C``. ``engine``: "auto", "native" or "python" (the same answer; see
-    ``pipeline.iter_connections``)."""
+    / ``zeek -C``."""
     reports: list[FileReport] = []
     rows, events = [], []
     for rec, conn in iter_records(paths, reports, timeouts,
                                   check_ip_checksums=check_ip_checksums,
-                                  zeek_options=zeek_options, engine=engine):
+                                  zeek_options=zeek_options):
         rows.append(rec)
         events.extend(state_events(conn, rec["file"]))
     conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))

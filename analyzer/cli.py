@@ -53,10 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--zeek-boundaries", action="store_true",
                    help="split connections where Zeek would (5 s attempt and close delays), "
                         "to compare rows one to one with a Zeek conn.log")
-    a.add_argument("--engine", choices=("auto", "native", "python"), default="auto",
-                   help="auto and native: the compiled core; python: the Python observer it "
-                        "replaced, kept as a reference while the port is checked (slow; the "
-                        "same answer)")
     a.add_argument("--max-open", type=int, metavar="N",
                    help="at most N connections open at once (100000): past it the least "
                         "recently active one is finished early; raise it for floods (about "

@@ -1,9 +1,10 @@
-"""The live loop: sniffer -> tracker -> classifier -> one printed verdict per connection.
+"""The live loop: sniffer -> compiled observer (tracker and classifier) -> one printed verdict
+per connection.
 
-A connection's verdict is printed at the segment that ends it (``Tracker.on_end``), or when it is
-evicted (idle timeout, end of capture) if nothing ended it before. The tracker is swept from the
-capture's clock and, when no packet comes, from the wall clock, so idle connections are flushed
-and memory stays bounded by the connections open at once.
+A connection's verdict is printed at the segment that ends it (the observer's ``on_end``, which
+classifies it then), or when it is evicted (idle timeout, end of capture) if nothing ended it
+before. The observer is swept from the capture's clock and, when no packet comes, from the wall
+clock, so idle connections are flushed and memory stays bounded by the connections open at once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass, field
 
 from analyzer import cases
 from analyzer.capture.reader import ReadStats
-from analyzer.classify import KnownListener, Verdict, classify
+from analyzer.classify import Verdict
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer
 from analyzer.pipeline import make_record
 from analyzer.report import export, text
-from analyzer.tracker import Timeouts
+from analyzer.timeouts import Timeouts
 
 STATUS_EVERY = 0.5  # seconds between status line refreshes
 KERNEL_DELAY = 0.25  # with --kernel, wait this long for the kernel's events before printing
@@ -55,8 +56,8 @@ class LiveSession:
         self.status = self._is_tty(self.err) if status is None else status
         self.tracker = Observer(opts.timeouts, on_end=self._on_end)
         self.printed: set[int] = set()  # ids ended and printed, until their connection finishes
-        # waiting for kernel events: (due, connection, its server had answered SYNs)
-        self.pending: list[tuple[float, Connection, bool]] = []
+        # waiting for kernel events: (due, connection, its verdict)
+        self.pending: list[tuple[float, Connection, Verdict]] = []
         self.counts: Counter = Counter()
         self.frames = 0
         self.latencies: list[float] = []  # wall clock at print - capture time of the decider
@@ -69,12 +70,12 @@ class LiveSession:
         """What the frames held (the observer decodes and counts them)."""
         return ReadStats(format="live", **self.tracker.frame_stats)
 
-    def _on_end(self, conn: Connection, listener_seen: bool) -> None:
+    def _on_end(self, conn: Connection, verdict: Verdict) -> None:
         self.printed.add(conn.conn_id)
         if self.kernel is not None:
-            self.pending.append((time.monotonic() + KERNEL_DELAY, conn, listener_seen))
+            self.pending.append((time.monotonic() + KERNEL_DELAY, conn, verdict))
         else:
-            self._emit(conn, listener_seen)
+            self._emit(conn, verdict)
 
     def _take_finished(self) -> None:
         done = self.tracker.done
@@ -99,11 +100,9 @@ class LiveSession:
                 keep.append(item)
         self.pending = keep
 
-    def _emit(self, conn: Connection, verdict: Verdict | bool) -> None:
-        """Print `conn` with its verdict; at the segment that ended it (still open, so the
-        classifier reads a copy) `verdict` is whether its server had answered SYNs."""
-        if isinstance(verdict, bool):
-            verdict = classify(conn, KnownListener(verdict))
+    def _emit(self, conn: Connection, verdict: Verdict) -> None:
+        """Print `conn` with its verdict (given at the segment that ended it, or when it was
+        finished)."""
         rec = make_record(conn, verdict, self.opts.label)
         latency = time.time() - conn.end
         self.latencies.append(latency)

@@ -7,7 +7,7 @@ import sys
 
 from analyzer import cases
 from analyzer.errors import UsageError
-from analyzer.tracker import Timeouts
+from analyzer.timeouts import Timeouts
 
 
 def add_parser(subparsers) -> None:

@@ -1,4 +1,5 @@
-"""The pipeline: capture reader -> tracker -> classifier -> one record per connection.
+"""The pipeline: the compiled core (``analyzer.core``: reader, observer, classifier) -> one record
+per connection.
 
 ``iter_records`` streams records as connections finish (memory bounded by the connections open at
 once); ``analyze`` collects them into pandas tables for the Python API.
@@ -11,13 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from analyzer import cases
-from analyzer.capture import open_capture
 from analyzer.capture.reader import ReadStats
-from analyzer.classify import Context, Verdict, classify
+from analyzer.classify import Verdict
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer
 from analyzer.errors import CaptureError
-from analyzer.tracker import Timeouts, Tracker
+from analyzer.timeouts import Timeouts
 
 
 def endpoint_text(addr: str, port: int) -> str:
@@ -136,11 +136,6 @@ class FileReport:
     problems: list[CaptureError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peak_connections: int = 0
-    engine: str = "native"  # "native" or "python" (see iter_connections)
-
-
-# auto and native: the compiled core; python: the reference it replaced (see iter_connections)
-ENGINES = ("auto", "native", "python")
 
 
 GC_EVERY = 1 << 16  # young-generation collections, in connections handed on
@@ -149,26 +144,22 @@ BATCH = 4096  # connections finished at a time at the end of the input
 
 def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
                      check_ip_checksums: bool = False, zeek_options: dict | None = None,
-                     engine: str = "auto", progress=None
-                     ) -> Iterator[tuple[Connection, Verdict]]:
+                     progress=None) -> Iterator[tuple[Connection, Verdict]]:
     """Stream (connection, verdict) pairs from one capture, in the order connections finish.
 
     Raises UnreadableCapture if nothing can be read; damage found later lands in
     ``report.problems`` after everything before it has been yielded. IPv4 header checksums are
     not checked by default: checksum offload leaves them wrong in captures taken on the sending
     host (Zeek's ``-C``); ``check_ip_checksums=True`` drops such packets as a router would.
-
-    ``engine``: "auto" or "native" is the compiled core (``analyzer.core``); "python" is the
-    Python observer it replaced, kept only as the reference the core's tests compare against
-    until they compare with truth alone (the same answer: tests/test_core_*.py). ``progress`` is
-    called with the byte offset reached.
+    ``progress`` is called with the byte offset reached.
     """
-    # Python's cyclic collector would scan every open connection's objects again and again (a
-    # SYN flood keeps 100k open: half the run time); connections die by reference counting, so
-    # automatic collection is off while reading and the young generation is swept now and then
-    # for the few cycles (generator frames) instead.
-    yield from without_gc(_connections(path, report, timeouts, check_ip_checksums,
-                                       zeek_options, engine, progress))
+    # Each finished pair is a few dozen Python objects, and Python's cyclic collector, set off
+    # by their allocations, would scan again and again what the caller keeps (analyze()'s rows);
+    # they die by reference counting, so automatic collection is off while reading and the young
+    # generation is swept now and then for the few cycles (generator frames) instead.
+    obs = Observer(timeouts or Timeouts(), zeek_options)
+    yield from without_gc(_native_read(obs, path, report, check_ip_checksums, progress,
+                                       obs.done))
 
 
 def without_gc(pairs: Iterator) -> Iterator:
@@ -183,64 +174,6 @@ def without_gc(pairs: Iterator) -> Iterator:
     finally:
         if enabled:
             gc.enable()
-
-
-def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
-                 check_ip_checksums: bool, zeek_options: dict | None, engine: str, progress
-                 ) -> Iterator[tuple[Connection, Verdict]]:
-    timeouts = timeouts or Timeouts()
-    if engine in ("native", "auto"):
-        yield from _native_connections(path, report, timeouts, check_ip_checksums, zeek_options,
-                                       progress)
-        return
-    if engine != "python":
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
-    reader = open_capture(path, check_ip_checksums=check_ip_checksums)
-    report.engine = "python"
-    yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options,
-                                  progress=progress)
-
-
-def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = None, *,
-                       zeek_options: dict | None = None, progress=None,
-                       tracker: Tracker | None = None
-                       ) -> Iterator[tuple[Connection, Verdict]]:
-    """The Python engine's loop over a source of Segments (a CaptureReader), with ``stats``,
-    ``problems`` and ``notes``. ``progress`` (if given) is fed the byte offset every 4096
-    segments. ``tracker``: one to use instead of a new Tracker (its ``on_finish`` is set
-    here)."""
-    report.stats = reader.stats
-    ctx = Context()
-    done: list[Connection] = []
-    if tracker is None:
-        tracker = Tracker(done.append, timeouts, zeek_options=zeek_options)
-    else:
-        tracker.on_finish = done.append
-    every = 4096
-    for n, seg in enumerate(reader):
-        ctx.note(seg)
-        tracker.feed(seg)
-        if done:
-            for conn in done:
-                yield conn, classify(conn, ctx)
-            done.clear()
-        if progress is not None and not n % every:
-            progress(reader.stats.bytes_read)
-    tracker.close()
-    for conn in done:
-        yield conn, classify(conn, ctx)
-    report.problems.extend(reader.problems)
-    report.notes.extend(getattr(reader, "notes", []))
-    report.peak_connections = tracker.peak_active
-
-
-def _native_connections(path: str, report: FileReport, timeouts: Timeouts,
-                        check_ip_checksums: bool, zeek_options: dict | None, progress=None
-                        ) -> Iterator[tuple[Connection, Verdict]]:
-    """The compiled core's reading (analyzer.core): the observer tracks and classifies every
-    connection in C and hands over each finished one with its verdict."""
-    obs = Observer(timeouts, zeek_options)
-    yield from _native_read(obs, path, report, check_ip_checksums, progress, obs.done)
 
 
 def iter_json(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
@@ -283,7 +216,6 @@ def feed_observer(obs, reader, report: FileReport, progress, done: list | None) 
     (or None after each batch, when the observer writes JSON instead). Ends with the reader's
     problems, notes and the peak in ``report``; the caller turns ``reader.stats`` into
     ``report.stats``."""
-    report.engine = "native"
     try:
         while obs.feed_reader(reader):
             if done is None:
@@ -310,8 +242,8 @@ def feed_observer(obs, reader, report: FileReport, progress, done: list | None) 
 
 def iter_records(paths: Iterable[str], reports: list[FileReport],
                  timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False,
-                 zeek_options: dict | None = None, engine: str = "auto",
-                 progress=None) -> Iterator[tuple[dict, Connection]]:
+                 zeek_options: dict | None = None, progress=None
+                 ) -> Iterator[tuple[dict, Connection]]:
     """Records of each file in turn; ``progress(path)`` may return a callable fed the byte
     offset reached (see ``iter_connections``)."""
     for path in paths:
@@ -319,6 +251,6 @@ def iter_records(paths: Iterable[str], reports: list[FileReport],
         reports.append(report)
         for conn, verdict in iter_connections(path, report, timeouts,
                                               check_ip_checksums=check_ip_checksums,
-                                              zeek_options=zeek_options, engine=engine,
+                                              zeek_options=zeek_options,
                                               progress=progress(path) if progress else None):
             yield make_record(conn, verdict, path), conn

@@ -1,10 +1,12 @@
 """Per-endpoint TCP state machine, declared as a transition table (RFC 9293 §3.3.2).
 
 Each observed segment is turned into *events* for its sender (``SEND_*``) and for its receiver
-(``RECV_*``); ``TRANSITIONS`` says where each (state, event) pair leads. ``Endpoint.apply`` is the
-one place where an endpoint's state changes; every change is recorded with the frame and time of
-the segment that caused it. A pair missing from the table is an *anomaly* (recorded, never raised):
-an observer must survive any sequence a capture throws at it.
+(``RECV_*``); ``TRANSITIONS`` says where each (state, event) pair leads. The compiled observer
+(``analyzer.core.conn``) derives its integer table from it at import and is the one place where an
+endpoint's state changes; every change is recorded with the frame and time of the segment that
+caused it. A pair missing from the table is an *anomaly* (recorded, never raised): an observer
+must survive any sequence a capture throws at it. ``Endpoint`` and ``Anomaly`` are the shapes a
+finished connection is exported in.
 
 Besides the eleven RFC states there are two observer states: ``UNKNOWN`` (nothing seen from or for
 this endpoint yet) and ``MIDSTREAM`` (the capture joined an already synchronised connection).
@@ -169,13 +171,6 @@ TRANSITIONS: dict[tuple[State, Event], State | tuple[State, ...]] = {
 # A received segment that only acknowledges is harmless in any state where it is not listed.
 _HARMLESS = {E.RECV_ACK, E.RECV_ACK_OF_SYN, E.RECV_ACK_OF_FIN}
 
-# TRANSITIONS as apply() walks it: every target a path of (state, state name) steps, so the hot
-# path needs no isinstance and no Enum .value look-up (a property) per event.
-_PATHS: dict[tuple[State, Event], tuple[tuple[State, str], ...]] = {
-    key: tuple((st, st.value) for st in (target if isinstance(target, tuple) else (target,)))
-    for key, target in TRANSITIONS.items()
-}
-
 #: States after which the endpoint holds no connection any more (TIME_WAIT only waits out 2MSL).
 FINISHED = frozenset({S.CLOSED, S.TIME_WAIT})
 #: States in which the endpoint has sent its FIN.
@@ -208,32 +203,6 @@ class Endpoint:
     state: State = S.UNKNOWN
     # every change: (state name, frame, ts); frame 0 means "before the capture began"
     history: list[tuple[str, int, float]] = field(default_factory=list)
-
-    def apply(self, event: Event, frame: int, ts: float, anomalies: list[Anomaly]) -> bool:
-        """Apply one event; record the change or the anomaly. Returns True if the state changed."""
-        path = _PATHS.get((self.state, event))
-        if path is None:
-            if event not in _HARMLESS:
-                anomalies.append(Anomaly(frame, ts, self.role, self.state.value, event.value))
-            return False
-        if len(path) == 1:  # nearly always: one target, most often the state it is in already
-            nxt, name = path[0]
-            if nxt is self.state:
-                return False
-            self.state = nxt
-            self.history.append((name, frame, ts if frame else 0.0))
-            return True
-        changed = False
-        for i, (nxt, name) in enumerate(path):
-            if nxt is self.state:
-                continue
-            # intermediate states of a path were entered before this segment: before the capture,
-            # when nothing else was known of this endpoint
-            at = 0 if (i < len(path) - 1 and not self.history) else frame
-            self.state = nxt
-            self.history.append((name, at, ts if at else 0.0))
-            changed = True
-        return changed
 
     def states(self) -> list[list]:
         """The timeline as INTERFACE.md prints it: [[state, frame], ...]."""

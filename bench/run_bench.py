@@ -14,8 +14,7 @@ generator's source changes):
 (RST storms and floods at several sizes, with every verdict checked, are ``bench/adversarial.py``'s,
 which ``make bench`` runs next.)
 
-Each rstscope engine (the project's default, ``--engine native`` when ``rstscope analyze
---help`` lists it) runs ``rstscope analyze --all --json FILE`` (output discarded) in one process;
+rstscope runs ``rstscope analyze --all --json FILE`` (output discarded) in one process;
 the peers run on the same files in the same rounds, the tools' order rotating from round to round;
 the table gives medians. Every run is one child process measured alone (wall clock; user and
 system CPU from /usr/bin/time, its children included). Memory: the larger of /usr/bin/time's peak
@@ -32,7 +31,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -66,17 +64,6 @@ TARGETS = """targets (the speed issue): short mix >= 1.5M packets/s end to end, 
 def rstscope_bin() -> str | None:
     here = Path(sys.executable).parent / "rstscope"
     return str(here) if here.exists() else shutil.which("rstscope")
-
-
-def listed_engines(rs: str) -> list[str]:
-    """The ``--engine`` choices ``rstscope analyze --help`` lists."""
-    try:
-        text = subprocess.run([rs, "analyze", "--help"], capture_output=True, text=True,
-                              timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    m = re.search(r"--engine \{([^}]*)\}", text)
-    return m.group(1).split(",") if m else []
 
 
 def synth_version() -> str:
@@ -241,17 +228,17 @@ def mem_available_mb() -> float:
 PEAK_CODE = """import sys
 from analyzer.pipeline import iter_records
 reports = []
-for _ in iter_records([sys.argv[1]], reports, engine=sys.argv[2]):
+for _ in iter_records([sys.argv[1]], reports):
     pass
 print(max(r.peak_connections for r in reports))
 """
 
 
-def peak_open(path: Path, engine: str) -> int | None:
+def peak_open(path: Path) -> int | None:
     """The most connections rstscope's tracker held open at once on ``path`` (the CLI does not
     print it: the same pipeline in a child process, not timed)."""
     try:
-        run = subprocess.run([sys.executable, "-c", PEAK_CODE, str(path), engine],
+        run = subprocess.run([sys.executable, "-c", PEAK_CODE, str(path)],
                              capture_output=True, text=True, cwd=ROOT, timeout=3600)
         return int(run.stdout.split()[-1]) if run.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
@@ -308,7 +295,7 @@ class Bench:
                         not self._fits(name, big_from[name], tool):
                     continue
                 if (name, tool) in self.failed and tool in self.rs_tools:
-                    continue  # an engine that fails once fails again: spare the time
+                    continue  # a run of rstscope that fails once fails again: spare the time
                 self.one(name, tool, cmd)
 
     def _fits(self, name: str, small: str, tool: str) -> bool:
@@ -359,7 +346,7 @@ class Bench:
 
     def verdicts(self, tool: str, names: dict[str, str | None], flood_tuples: int | None,
                  startup: float | None) -> list[str]:
-        """The issue's targets for one rstscope engine; ``names``: role -> capture name."""
+        """The issue's targets for one rstscope command; ``names``: role -> capture name."""
         out = [f"{tool}:"]
         short, small, big, flood = (names.get(k) for k in ("short", "teardowns",
                                                            "teardowns-big", "flood"))
@@ -415,9 +402,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-10m", type=int, default=1, help="rounds on the 10M capture")
     ap.add_argument("--flood-rounds", type=int, default=1, help="rounds on the SYN flood")
     ap.add_argument("--no-10m", action="store_true", help="skip the 10M capture")
-    ap.add_argument("--engine", help="rstscope's engine (default: the project's default); "
-                    "--engine native is run as well when rstscope lists it")
-    ap.add_argument("--no-native", action="store_true", help="do not run --engine native")
     ap.add_argument("--jobs2", action="store_true", help="also run rstscope with --jobs 2")
     ap.add_argument("--no-nfstream", action="store_true",
                     help="do not install or run NFStream")
@@ -439,14 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = a.rounds if a.rounds is not None else (1 if a.quick else 3)
     if rounds < 1 or a.rounds_10m < 0 or a.flood_rounds < 0:
         ap.error("--rounds must be positive, the other round counts >= 0")
-    engines = listed_engines(rs)
-    if a.engine and engines and a.engine not in engines:
-        ap.error(f"--engine {a.engine}: rstscope lists {', '.join(engines)}")
     base = [rs, "analyze", "--all", "--json"]
-    rs_tools = {f"rstscope-{a.engine}" if a.engine else "rstscope":
-                [*base, *(["--engine", a.engine] if a.engine else [])]}
-    if "native" in engines and a.engine != "native" and not a.no_native:
-        rs_tools["rstscope-native"] = [*base, "--engine", "native"]
+    rs_tools = {"rstscope": base}
     if a.jobs2:
         rs_tools["rstscope-j2"] = [*base, "--jobs", "2"]
     a.data.mkdir(parents=True, exist_ok=True)
@@ -481,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{a.flood_rounds} ({names['flood']}, rstscope only)", flush=True)
         bench.round([(names["flood"], paths["flood"])], r, with_peers=False)
 
-    # startup: the median wall time of a few runs on a capture of ~10 packets, engines alternating
+    # startup: the median wall time of a few runs on a capture of ~10 packets, commands alternating
     print(f"startup: {STARTUP_RUNS} runs on {names['tiny']} "
           f"({bench.packets[names['tiny']]} packets)", flush=True)
     tiny = str(paths["tiny"])
@@ -492,13 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     startup = {t: s["wall"] for t in rs_tools if (s := bench.stats(names["tiny"], t))}
 
     # bytes per open connection: the flood's peak RSS over that of the tiny capture read the same
-    # way, per connection open at the peak. The peak is the tracker's (the same whatever the
-    # engine), counted once.
-    from analyzer.tracker import Timeouts
+    # way, per connection open at the peak. The peak is the observer's (the same whatever the
+    # command), counted once.
+    from analyzer.timeouts import Timeouts
 
     max_active = Timeouts().max_active
     flooded = [t for t in rs_tools if t != "rstscope-j2" and bench.stats(names["flood"], t)]
-    peak = peak_open(paths["flood"], "auto") if flooded else None
+    peak = peak_open(paths["flood"]) if flooded else None
     per_conn: dict[str, tuple[float, float, float]] = {}
     for tool in flooded if peak else ():
         baseline = bench.stats(names["tiny"], tool)

@@ -318,7 +318,7 @@ def test_churn_keeps_tracker_bounded():
 
     from analyzer.capture.sniff import ScapySource
     from analyzer.live import LiveSession, Options
-    from analyzer.tracker import Timeouts
+    from analyzer.timeouts import Timeouts
 
     port = 62210
     source = ScapySource("lo", f"tcp port {port}")

@@ -236,10 +236,11 @@ def test_short_mix_shape(short):
 
 
 def test_short_mix_classified(tmp_path):
-    """The Python engine names every connection of a small short-mix capture as labelled."""
+    """The compiled core names every connection of a small short-mix capture as the generator
+    labelled it."""
     path = tmp_path / "short.pcap"
     res = synth.generate(str(path), packets=5000, seed=7, mix="short", truth=True)
-    conns = analyzer.analyze(str(path), engine="python").connections
+    conns = analyzer.analyze(str(path)).connections
     got = dict(zip(conns.client, conns.case, strict=True))
     truth = res["truth"]
     assert len(got) == len(truth) == res["connections"]

@@ -1,28 +1,21 @@
-"""Conformance of `analyzer.zeek` with Zeek's own conn.log answers on Zeek's regression traces.
+"""Conformance of the Zeek view (the compiled core's ``zeek_state`` and ``zeek_history``) with
+Zeek's own conn.log answers on Zeek's regression traces.
 
 The oracle directory (``/work/shared/zeek-oracle`` next to the checkout, or
 ``$RSTSCOPE_ZEEK_ORACLE``) holds ``manifest.tsv`` (one row per TCP connection Zeek logged) and
-the traces. Each trace is read with the project's reader, split into connections with
-`starts_new_connection`, fed to `ZeekView`s, and every manifest row is matched to a connection.
-Targets over non-tunnel rows: >= 95 % conn_state, >= 90 % history.
-
-`connections_for` is the one place that turns a trace into connections; it can later be swapped
-for ``analyzer.analyze(path)`` (columns ``client``, ``server``, ``start``, ``zeek_state``,
-``zeek_history``).
+the traces. Each trace is read with ``analyzer.analyze`` as Zeek was run on it (bare mode,
+checksums), and every manifest row is matched to a connection. Targets over non-tunnel rows:
+>= 95 % conn_state, >= 90 % history.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from analyzer.segment import Segment
-from analyzer.zeek import ZeekView, starts_new_connection
 
 STATE_TARGET = 0.95
 HISTORY_TARGET = 0.90
@@ -83,37 +76,6 @@ def zeek_options(cmd: str) -> tuple[bool, bool]:
     return bare, ignore
 
 
-def group_connections(segments: Iterable[Segment], *, bare_mode: bool,
-                      ignore_checksums: bool) -> list[Conn]:
-    """Split a segment stream into Zeek connections (unordered 4-tuple + Zeek's boundaries)."""
-    done: list[tuple[ZeekView, float]] = []
-    active: dict[frozenset, tuple[ZeekView, float]] = {}
-    for seg in segments:
-        if seg.icmp_kind is not None:
-            continue
-        key = frozenset(((seg.src, seg.sport), (seg.dst, seg.dport)))
-        cur = active.get(key)
-        if cur is not None and starts_new_connection(cur[0], seg, cur[1]):
-            done.append(cur)
-            cur = None
-        if cur is None:
-            view = ZeekView(bare_mode=bare_mode, ignore_checksums=ignore_checksums)
-        else:
-            view = cur[0]
-        view.observe(seg)
-        active[key] = (view, seg.ts)
-    done.extend(active.values())
-    return [Conn(v.orig, v.resp, v.first_ts, v.conn_state, v.history) for v, _ in done]
-
-
-Reader = Callable[[Path, str], Iterable[Segment]]
-
-
-def connections_for(path: Path, zeek_cmd: str, reader: Reader) -> list[Conn]:
-    bare, ignore = zeek_options(zeek_cmd)
-    return group_connections(reader(path, zeek_cmd), bare_mode=bare, ignore_checksums=ignore)
-
-
 def match_rows(rows: list[Row], conns: list[Conn]) -> list[tuple[Row, Conn | None]]:
     """Pair each manifest row with a connection: same unordered 4-tuple and a first packet within
     1 ms; otherwise the n-th connection on that tuple for the n-th row on it."""
@@ -148,22 +110,6 @@ class Result:
         return self.conn is not None and self.conn.history == self.row.history
 
 
-def run_conformance(oracle: Path, reader: Reader) -> list[Result]:
-    rows = load_manifest(oracle)
-    by_pcap: dict[tuple[str, str], list[Row]] = {}
-    for r in rows:
-        by_pcap.setdefault((r.pcap, r.zeek_cmd), []).append(r)
-    results = []
-    for (pcap, cmd), prow in by_pcap.items():
-        try:
-            conns = connections_for(oracle / "traces" / pcap, cmd, reader)
-        except Exception as exc:  # an unreadable trace: every row on it is a miss
-            print(f"{pcap}: {type(exc).__name__}: {exc}")
-            conns = []
-        results.extend(Result(r, c) for r, c in match_rows(prow, conns))
-    return results
-
-
 def summarize(results: list[Result]) -> tuple[float, float, str]:
     counted = [r for r in results if not r.row.tunnel]
     n = len(counted) or 1
@@ -184,29 +130,9 @@ def summarize(results: list[Result]) -> tuple[float, float, str]:
     return state_rate, hist_rate, "\n".join(lines)
 
 
-def test_zeek_conformance():
-    oracle = oracle_dir()
-    if not (oracle / "manifest.tsv").exists():
-        pytest.skip(f"Zeek oracle not found at {oracle} (set RSTSCOPE_ZEEK_ORACLE)")
-    try:
-        from analyzer.capture import open_capture
-    except ImportError as exc:
-        pytest.skip(f"analyzer.capture reader not available: {exc}")
-
-    def reader(path: Path, cmd: str) -> Iterable[Segment]:
-        # Zeek's -C also skips the IPv4 header checksum check.
-        return open_capture(str(path), check_ip_checksums=not zeek_options(cmd)[1])
-
-    results = run_conformance(oracle, reader)
-    state_rate, hist_rate, table = summarize(results)
-    print(table)
-    assert state_rate >= STATE_TARGET, table
-    assert hist_rate >= HISTORY_TARGET, table
-
-
 @pytest.mark.parametrize("boundaries", [True, False], ids=["zeek-boundaries", "tcp-boundaries"])
 def test_zeek_conformance_through_analyze(boundaries):
-    """The same suite over what users get: `analyzer.analyze`. With Zeek's connection boundaries
+    """The suite over what users get: `analyzer.analyze`. With Zeek's connection boundaries
     (`--zeek-boundaries`) the targets hold; with rstscope's own (TCP) boundaries, which differ
     where Zeek splits for its own bookkeeping, the rate is printed and held to 90%."""
     oracle = oracle_dir()

@@ -1,6 +1,6 @@
 # One connection's endpoints and facts as C-level data: both endpoints' TCP state machines
 # (the integer table compiled from analyzer.tcpstate.TRANSITIONS at import) and the
-# per-direction facts the classifier reads. Semantics: analyzer/connection.py, exactly.
+# per-direction facts the classifier reads, exported as analyzer/connection.py's classes.
 #
 # Contract with observer.pyx (the tracker): the fields up to `duplicates` and the functions
 # below keep their names and meanings; everything else in the struct is conn.pyx's own.
@@ -213,19 +213,20 @@ cdef int conn_init(Conn* c, int64_t conn_id, const Seg* s, const Addr* client_ad
                    uint16_t server_port) noexcept nogil
 # Release what conn_init and the observe calls allocated.
 cdef void conn_free(Conn* c) noexcept nogil
-# Connection.observe / observe_icmp. Return 0, or -1 when memory ran out.
+# Observe one TCP segment / one ICMP error quoting one. Return 0, or -1 when memory ran out.
 cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil
 cdef int conn_observe_icmp(Conn* c, const Seg* s) noexcept nogil
-# Connection.ended / any_closed.
+# Nothing more is expected (both ends finished, or a reset acted on) / either side has sent a
+# FIN or a RST.
 cdef bint conn_ended(const Conn* c) noexcept nogil
 cdef bint conn_any_closed(const Conn* c) noexcept nogil
-# Connection.role_of(seg) == "client"
+# `s` was sent by the client
 cdef bint conn_from_client(const Conn* c, const Seg* s) noexcept nogil
-# The tracker's last test in Tracker._starts_new: a SYN from the client with another ISN while
+# The observer's last test of whether `s` starts a new connection (starts_new): a SYN from the client with another ISN while
 # the server has sent nothing (a new attempt on the same ports). `s` is a SYN without ACK/RST.
 cdef bint conn_new_attempt(const Conn* c, const Seg* s) noexcept nogil
-# A Python analyzer.connection.Connection equal, attribute for attribute, to what the Python
-# observer would hold after the same segments (the classifier reads it; zeek is left None).
+# The connection as an analyzer.connection.Connection (zeek is left None for the observer to
+# fill).
 cdef object conn_export(const Conn* c)
 
 # The layout's bits, shared by the modules that read a Conn (conn.pyx, verdict.pyx, records.pyx).

@@ -1,31 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""One connection's endpoints and facts over C-level data (``analyzer.connection.Connection``
-and ``analyzer.tcpstate.Endpoint.apply``, same semantics, no Python object per segment).
+"""One connection's endpoints and facts over C-level data: both endpoints' state machines and
+the facts the classifier reads, no Python object per segment; a finished one is exported as an
+``analyzer.connection.Connection``.
 
 The transition table, the state groups and the bounds are read from the Python modules at
 import (``_build``): the Python declarations stay the only ones. States and events are numbered
 in the order of the ``State`` and ``Event`` enums.
 
-Bounds (the Python lists are bounded the same way, except two):
-- every list Python bounds by MAX_KEPT (SYNs, SYN/ACKs, ladder, keepalives, ICMP errors) has the
-  same bound; RSTs too, plus the accepted ones beyond it as Python keeps them (up to
-  RST_ACCEPTED_KEPT accepted in all), so the lists are equal whatever the storm;
-- anomalies: Python keeps them all, the classifier shows the first ANOM_KEPT. The first
-  ANOM_KEPT are kept in full and the rest only counted; conn_export pads the list to its Python
-  length with placeholder Anomaly objects, so len() and [:ANOM_KEPT] are equal;
-- timelines: Python's are unbounded; here each keeps its last HIST_MAX entries (the oldest are
+Bounds:
+- every list of frames (SYNs, SYN/ACKs, ladder, keepalives, ICMP errors) keeps at most MAX_KEPT
+  items; RSTs too, plus accepted ones beyond it (up to RST_ACCEPTED_KEPT accepted in all), so a
+  storm of stray RSTs cannot crowd out the few that count;
+- anomalies: the classifier shows the first ANOM_KEPT. Those are kept in full and the rest only
+  counted; conn_export pads the list to its full length with placeholder Anomaly objects, so
+  len() and [:ANOM_KEPT] are right;
+- timelines: each keeps its last HIST_MAX entries (the oldest are
   dropped and counted). The state is held apart, so it is always right, and the two steps that
   look back (a crossed FIN, a forged RST retracted) only read the last entry. Every entry moves
   the endpoint along an edge of the table, which is acyclic, and the look-backs only remove
   entries, so a timeline is never longer than the table's longest path (_build computes it,
   and it is below HIST_MAX): the bound is never reached by segments.
 
-Optional values (None in Python) are presence bits (Dir.has, RstRec.bits); sequence numbers are
-uint32_t, whose arithmetic is Python's ``& 0xFFFFFFFF``. DirFacts.last_key_ts is not stored: the
-Python sets it with last_ts, to the same time, at every segment that is not a duplicate.
+Optional values (None when exported) are presence bits (Dir.has, RstRec.bits); sequence
+numbers are uint32_t (RFC 9293 §3.4: comparisons modulo 2**32). DirFacts.last_key_ts is not
+stored: it is last_ts, set at every segment that is not a duplicate.
 
-``ConnProbe`` drives one Conn from Python Segments (tests/test_core_conn.py holds it equal to
-the Python Connection on real and generated captures).
+``ConnProbe`` drives one Conn from Python Segments (tests).
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
@@ -355,7 +355,7 @@ cdef int anom_add(Conn* c, int64_t frame, double ts, uint8_t role, uint8_t state
 
 
 cdef int ep_apply(Conn* c, int role, uint8_t ev, int64_t frame, double ts) noexcept nogil:
-    """Endpoint.apply: one event; the change or the anomaly recorded."""
+    """One event through the transition table; the change or the anomaly recorded."""
     cdef Ep* ep = &c.ep[role]
     cdef uint8_t cur = ep.state
     cdef int n = T_LEN[cur][ev], i, rc = 0

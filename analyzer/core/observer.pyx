@@ -1,10 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The observer: connection tracking over C-level data.
 
-Which connection does each segment belong to, and when is one over. Semantics are those of
-``analyzer.tracker.Tracker`` (documented there): connections are keyed by their unordered
-4-tuple plus a generation, idle ones are finished on the capture's own clock, and past
-``max_active`` the least recently active one is finished early.
+Which connection does each segment belong to, and when is one over. Connections are keyed by
+their unordered 4-tuple plus a generation: a SYN on a tuple whose connection has closed (FIN or
+RST seen), or a SYN with a new ISN while the old attempt is still unanswered, starts a new
+connection (port reuse). Idle ones are finished on the capture's own clock (``Timeouts``), so
+memory is bounded by the connections open at once, not by the file, and past ``max_active`` the
+least recently active one is finished early.
 
 Open connections live in one array of slots (the endpoints and facts of conn.pyx, Zeek's view of
 zeekview.pyx, the LRU links; the flow key is the connection's own endpoints), found through an
@@ -149,8 +151,10 @@ cdef class Observer:
     """Feeds segments to connections and classifies each one as it finishes (verdict.pyx).
     Finished connections queue in ``done`` as (Connection, Verdict) pairs, in the order they
     finish; or, with ``json_file`` (the records' "file" field), only as JSON Lines in ``json``
-    (``json.take()``), filtered by ``set_filter``. ``on_end(conn, listener_seen)`` (optional) is
-    called once, at the segment that ends a connection (live mode prints it at once)."""
+    (``json.take()``), filtered by ``set_filter``. ``on_end(conn, verdict)`` (optional) is
+    called once, at the segment that ends a connection (live mode prints it at once), with the
+    connection and its verdict as they stand then (the connection stays open for its last
+    ACKs; its pair in ``done`` comes when it finishes)."""
 
     cdef Slot* slots
     cdef Seg* batch  # BATCH segments, filled by a native reader
@@ -203,7 +207,7 @@ cdef class Observer:
         self.answered = NULL
 
     def __init__(self, timeouts=None, zeek_options=None, on_end=None, json_file=None):
-        from analyzer.tracker import Timeouts
+        from analyzer.timeouts import Timeouts
 
         t = timeouts or Timeouts()
         self.idle_timeout = t.idle
@@ -370,12 +374,14 @@ cdef class Observer:
                 raise MemoryError()
         if self.on_end is not None and not slot.end_reported and conn_ended(&slot.conn):
             slot.end_reported = 1
-            self.on_end(self.export(slot), self.was_answered_by_server(slot))
+            self.report_end(slot)
         self.tick(s.ts)
         return 0
 
     cdef bint starts_new(self, Slot* slot, const Seg* s) noexcept:
-        """Tracker._starts_new: does `s` begin a new connection on this slot's 4-tuple?"""
+        """Does `s` begin a new connection on this slot's 4-tuple (Zeek's boundaries when asked;
+        idle past the timeout; ended and quiet past `closed`; a SYN after a FIN or RST, or a
+        new attempt)?"""
         cdef bint icmp = s.icmp_kind != ICMP_NONE
         cdef double idle
         if self.zeek_boundaries and not icmp and \
@@ -436,7 +442,7 @@ cdef class Observer:
 
     cdef int sweep(self, double now) except -1:
         """Finish connections idle past their timeout, or ended and quiet for `closed`, in order
-        of last activity (Tracker.sweep, exactly): the walk stops at the first one active less
+        of last activity: the walk stops at the first one active less
         than `closed` ago. One it leaves open becomes quiet: it stays as it is until touched (its
         idle time only grows, its `ended` does not change), so later sweeps do not walk it
         again but take from the quiet ones only those now idle past the timeout, in their LRU
@@ -532,6 +538,34 @@ cdef class Observer:
         conn = conn_export(&slot.conn)
         conn.zeek = ZeekFields(zeek_conn_state(&slot.zeek), zeek_history(&slot.zeek))
         return conn
+
+    cdef int report_end(self, Slot* slot) except -1:
+        """on_end(conn, verdict) for a connection that has just ended but stays open. The
+        classifier's give_up closes a timed-out side's timeline in the Conn it classifies; the
+        pair handed over shows it (as at the finish), then the slot's endpoints and anomaly
+        count are put back, so the open connection goes on as if unclassified (the give_up only
+        appends: its timeline entries, within conn.pyx's bound, and at most one anomaly)."""
+        cdef Verdict v
+        cdef Conn* c = &slot.conn
+        cdef int r, rc
+        cdef uint8_t state[2]
+        cdef uint8_t n_hist[2]
+        cdef uint32_t n_anom = c.more.n_anom if c.more != NULL else 0
+        for r in range(2):
+            state[r], n_hist[r] = c.ep[r].state, c.ep[r].n_hist
+        rc = classify_conn(c, self.was_answered_by_server(slot), &v)
+        try:
+            if rc < 0:
+                raise MemoryError()
+            verdict = verdict_to_py(&v, c)
+            conn = self.export(slot)
+        finally:
+            for r in range(2):
+                c.ep[r].state, c.ep[r].n_hist = state[r], n_hist[r]
+            if c.more != NULL:
+                c.more.n_anom = n_anom
+        self.on_end(conn, verdict)
+        return 0
 
     cdef bint was_answered_by_server(self, const Slot* slot) noexcept:
         cdef Endpoint server
@@ -730,7 +764,7 @@ cdef class Observer:
 
 cdef void guess_roles(const Seg* s, const Endpoint* src, const Endpoint* dst,
                       const Endpoint** client, const Endpoint** server) noexcept:
-    """(client, server) for the first segment seen of a connection (Tracker's _guess_roles)."""
+    """(client, server) for the first segment seen of a connection."""
     cdef uint8_t flags = s.flags
     cdef bint src_client
     if flags & F_SYN and not flags & F_ACK:

@@ -1,13 +1,12 @@
-# The classifier over the compiled connection (conn.pxd's Conn): analyzer/classify.py's
-# classify(), exactly, with no Python object per connection. A Verdict holds indices and numbers;
-# its texts (reason, secondary lines) are formatted on demand from it and the Conn it came from,
-# so the Conn must outlive the Verdict's formatting (the rules only read it, except the give_up
-# classify() itself applies).
+# The classifier over the compiled connection (conn.pxd's Conn), with no Python object per
+# connection. A Verdict holds indices and numbers; its texts (reason, secondary lines) are
+# formatted on demand from it and the Conn it came from, so the Conn must outlive the Verdict's
+# formatting (the rules only read it, except the give_up classify_conn itself applies).
 #
 # Numbering (filled at import from the Python declarations, never written twice):
 # - case: index in analyzer.cases.CATALOG (CASE_IDS in Python, verdict_case_id in C);
-# - errno: index in ERRNO_NAMES (the ERR_* below; the import checks classify.py uses exactly
-#   these names);
+# - errno: index in ERRNO_NAMES (the ERR_* below; the import checks that classify.py's tables
+#   name no other);
 # - role: 0 client, 1 server.
 
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t
@@ -64,7 +63,7 @@ ctypedef struct Verdict:
     int64_t evidence[V_EVIDENCE_MAX]
     Reason reason
     Mention mention[V_MENTIONS_MAX]  # in rule order
-    uint32_t retrans[2]  # the per-role notes of `secondary`, as classify() saw them
+    uint32_t retrans[2]  # the per-role notes of `secondary`, as the classifier saw them
     uint32_t zero_windows[2]
     int8_t case  # CATALOG index
     int8_t rival  # CATALOG index, or -1
@@ -77,8 +76,8 @@ ctypedef struct Verdict:
     uint8_t n_anom  # anomalies shown (min(len(conn.anomalies), 10), after the give_up)
     uint8_t gave_up  # bit per role: classify applied GIVE_UP to that endpoint
 
-# classify(conn, ctx) on `c`: fills `v`, applies the give_up to c's endpoints as
-# Connection.give_up does. Returns 0, or -1 when memory ran out (the give_up's timeline entry or
+# The verdict of `c` (listener_seen: its server answered a SYN earlier in the capture): fills `v`
+# and closes the timeline of a side whose timers gave up (GIVE_UP at its last segment). Returns 0, or -1 when memory ran out (the give_up's timeline entry or
 # anomaly could not be stored; `v` is complete all the same).
 cdef int classify_conn(Conn* c, bint listener_seen, Verdict* v) noexcept nogil
 
@@ -94,5 +93,5 @@ cdef Py_ssize_t verdict_secondary(const Verdict* v, const Conn* c, int i, char* 
 cdef const char* verdict_case_id(int case) noexcept nogil
 cdef const char* verdict_errno_name(int err) noexcept nogil
 cdef const char* verdict_closer_name(int closer) noexcept nogil  # NULL for CLOSER_NONE
-# The analyzer.classify.Verdict the Python classifier gives (==).
+# The verdict as an analyzer.classify.Verdict.
 cdef object verdict_to_py(const Verdict* v, const Conn* c)

@@ -1,24 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The classifier over the compiled connection: ``analyzer.classify.classify`` on a ``Conn``
-(conn.pxd), same rules, same precedence, same texts, no Python object per connection.
+"""The classifier over the compiled connection (conn.pxd's ``Conn``): one case of the catalog
+per connection, with who closed, what each side saw, the frames that decide it, and how sure it
+is; no Python object per connection.
 
-Each ``rule_<case>`` below is the Python ``rule_<case>``, written over the C struct, in
-precedence order with the Python's reason for its place beside it. The order they run in is
-not written here: ``_build`` sorts ``analyzer.cases.CATALOG`` by precedence at import and fails
-unless that is ``analyzer.classify.RULES``' order (the Python classifier is the reference).
-Case indices, the errno names, ``GAVE_UP``, ``NO_CLOSER``, ``WORTH_A_MENTION``, the ICMP errno
-map and ``LINEAR_RETRY`` are read from the Python modules too.
+Each ``rule_<case>`` below answers only with its case, and says beside it why it sits where it
+does. The order they run in is not written here: ``_build`` sorts ``analyzer.cases.CATALOG`` by
+precedence at import (the catalog is declared once) and fails unless every case has a rule and
+no two share a precedence. Case indices, ``GAVE_UP``, ``NO_CLOSER``, ``WORTH_A_MENTION``, the
+ICMP errno map and ``LINEAR_RETRY`` are read from ``analyzer.classify``, which also declares the
+``Verdict`` handed to Python; the errno names are ``ERRNO_NAMES`` below.
 
 A rule fills a ``Verdict``'s case-specific fields (errnos, evidence, confidence, rival, reason)
-or returns False. ``classify_conn`` then adds the mentions, the closer, the give_up and the
-secondary notes, as ``classify`` does. Texts are formatted only when asked for
+or returns False: the first rule that answers wins, so a connection gets the most specific case
+it shows. ``classify_conn`` then adds the mentions (the later rules worth a mention that also
+match), the closer, the give_up and the secondary notes. Texts are formatted only when asked for
 (``verdict_reason``, ``verdict_secondary``), from the Verdict and its Conn.
-
-What conn.pyx keeps to itself and this module reads (its presence bits, RST bits, the anomaly
-code of "send after its own RST", the anomaly bound) is restated below; tests/test_core_verdict.py
-fails when the two drift apart (every verdict field and text depends on them).
-
-Rules that classify.py places without a comment got a one-line one here, saying where they sit.
 """
 
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uintptr_t
@@ -65,11 +61,8 @@ from analyzer.core.conn cimport (
 )
 from analyzer.core.seg cimport ICMP_NONE, Addr, Seg, addr_parse, seg_from_py
 
-import inspect
-import re
-
 from analyzer import cases as _cases
-from analyzer import classify as _pyclassify
+from analyzer import classify as _pyclassify  # the tables the rules read, and Verdict
 from analyzer import tcpstate as _pystate
 from analyzer.core import conn as _pyconn_core
 from analyzer.segment import ICMP_KINDS
@@ -95,7 +88,7 @@ cdef enum:
 
 # ------------------------------------------------------------------ reasons
 
-# Reason.tmpl: one per reason text of classify.py
+# Reason.tmpl: one per reason text
 cdef enum:
     RS_REFUSED
     RS_UNREACHABLE  # idx: the ICMP error
@@ -910,8 +903,8 @@ cdef int hist_push(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nog
 
 
 cdef int conn_give_up(Conn* c, int role) noexcept nogil:
-    """Connection.give_up: Endpoint.apply(GIVE_UP) at the side's last segment (the
-    connection's last when it sent none)."""
+    """`role`'s kernel gave up (a timer, not a segment): GIVE_UP applied at the side's last
+    segment (the connection's last when it sent none)."""
     cdef const Dir* d = &c.d[role & 1]
     cdef Ep* ep = &c.ep[role & 1]
     cdef int64_t frame, at
@@ -1441,13 +1434,6 @@ cdef const char* keep_c(str s):
     return <const char*>b
 
 
-def _source_errnos() -> set:
-    """The errno names classify.py's rules write (string literals E..., not state names)."""
-    src = inspect.getsource(_pyclassify)
-    states = {s.value for s in _pystate.State}
-    return {m for m in re.findall(r'"(E[A-Z]+)"', src) if m not in states}
-
-
 def _build():
     """Compile the Python declarations this module follows into its C tables."""
     global N_CASES, CASE_IDS, RULE_ORDER, WORTH_CASES, NO_CLOSER_CASES, GAVE_UP_ERR
@@ -1458,7 +1444,7 @@ def _build():
     global S_TIME_WAIT, S_CLOSING, E_GIVE_UP, GU_HARMLESS
     cdef int i, k
     cdef uintptr_t fn
-    # cases, in catalog order; the rules in precedence order, which must be the Python's
+    # cases, in catalog order; the rules in the catalog's precedence order
     CASE_IDS = tuple(c.id for c in _cases.CATALOG)
     if len(CASE_IDS) > MAX_CASES:
         raise ValueError("verdict.pyx: more cases than its tables hold")
@@ -1470,10 +1456,9 @@ def _build():
         CASE_NAME[i] = keep_c(cid)
     by_prec = sorted(_cases.CATALOG, key=lambda c: c.precedence)
     RULE_ORDER = tuple(c.id for c in by_prec)
-    py_order = tuple(r.__name__.removeprefix("rule_") for r in _pyclassify.RULES)
-    if RULE_ORDER != py_order:
-        raise ValueError(f"verdict.pyx: the catalog's precedence {RULE_ORDER} is not "
-                         f"classify.RULES' order {py_order}")
+    if len({c.precedence for c in by_prec}) != len(by_prec):
+        raise ValueError("verdict.pyx: two cases of the catalog share a precedence (the rule "
+                         "order would be undefined)")
     for i, cid in enumerate(RULE_ORDER):
         fn = _RULE_FNS[cid]
         ORDER_FN[i] = <RuleFn>fn
@@ -1495,11 +1480,13 @@ def _build():
     NO_CLOSER_CASES = 0
     for cid in _pyclassify.NO_CLOSER:
         NO_CLOSER_CASES |= 1 << ix(cid)
-    # errnos: exactly the names the rules use
-    used = _source_errnos()
-    if used != set(ERRNO_NAMES) or len(ERRNO_NAMES) != N_ERRNO:
-        raise ValueError(f"verdict.pyx: classify.py's errnos {sorted(used)} are not "
-                         f"ERRNO_NAMES {ERRNO_NAMES}")
+    # errnos: ERR_* numbers them (verdict.pxd); the tables may name no other
+    if len(set(ERRNO_NAMES)) != len(ERRNO_NAMES) or len(ERRNO_NAMES) != N_ERRNO:
+        raise ValueError(f"verdict.pyx: ERRNO_NAMES {ERRNO_NAMES} do not match ERR_*")
+    named = set(_pyclassify.GAVE_UP).union(*_pyclassify.ICMP_ERRNO.values())
+    if named - set(ERRNO_NAMES):
+        raise ValueError(f"verdict.pyx: classify.py names errnos "
+                         f"{sorted(named - set(ERRNO_NAMES))} that ERRNO_NAMES lacks")
     for i, name in enumerate(ERRNO_NAMES):
         ERRNO_NAME[i] = keep_c(name)
     GAVE_UP_ERR = 0

@@ -1,5 +1,6 @@
-# Zeek's view of one connection (conn_state and history) as C-level data. Semantics:
-# analyzer/zeek.py, exactly (ZeekView and starts_new_connection), within the bounds below.
+# Zeek's view of one connection (conn_state and history) as C-level data. Semantics: documented
+# in analyzer/zeek_params.py (Zeek's rules, as the oracle's SEMANTICS.md writes them up), within
+# the bounds below.
 #
 # Contract with observer.pyx: the functions below keep their names and meanings; the struct's
 # fields are zeekview.pyx's own.
@@ -12,9 +13,7 @@ cdef enum:
     ZEEK_BARE = 1  # zeek -b: the bare-mode likely-server-port set
     ZEEK_IGNORE_CHECKSUMS = 2  # zeek -C: bad checksums are not reported and the packets count
     # Honour Seg.payload_captured (a payload cut by the snap length never reaches the
-    # reassembler), as ZeekView does for a segment object carrying `payload_captured`. Off, a
-    # segment counts as fully captured, as ZeekView does for a plain Segment (what the Python
-    # readers produce): leave it off to match the Python pipeline.
+    # reassembler). Off (the observer's setting), a segment counts as fully captured.
     ZEEK_SNAPLEN_GAPS = 4
 
 cdef enum:
@@ -30,7 +29,7 @@ ctypedef struct ZeekBlock:
     int64_t lo
     int64_t hi
 
-# One side, as analyzer.zeek._Endpoint (rst_cnt, never read, is not kept; fin_cnt is a bit).
+# One side, as Zeek's TCP endpoint (rst_cnt, never read, is not kept; fin_cnt is a bit).
 ctypedef struct ZeekEp:
     int64_t fin_seq  # relative, one past the FIN (with ZE_FIN_SEEN)
     int64_t last_reassem  # reassembler: everything below delivered (or skipped as a gap)
@@ -71,15 +70,16 @@ ctypedef struct ZeekConn:
 
 cdef void zeek_init(ZeekConn* z, uint8_t options) noexcept nogil
 cdef void zeek_free(ZeekConn* z) noexcept nogil
-# ZeekView.observe (ICMP errors are ignored, as there). 0, or -1 when memory ran out (an
+# Observe one segment (ICMP errors are ignored, as Zeek's TCP analyzer never sees them). 0, or -1 when memory ran out (an
 # out-of-order block or a history letter was then dropped). `a` and `b`: the connection's two
 # addresses (the struct does not hold them), always the same two in the same order; the first
 # segment observed goes from one of them to the other.
 cdef int zeek_observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noexcept nogil
-# starts_new_connection(view, seg, last_ts)
+# Does `s` start a new Zeek connection on this 4-tuple (Zeek's boundaries: SYN reuse, attempt,
+# close and inactivity timers)? `last_ts`: the connection's last packet.
 cdef bint zeek_starts_new(const ZeekConn* z, const Seg* s, double last_ts) noexcept nogil
-# ZeekView.is_closed_for_reuse()
+# Zeek's closed-for-reuse test (a SYN on the tuple then starts a new connection)
 cdef bint zeek_closed_for_reuse(const ZeekConn* z) noexcept nogil
-# ZeekView.conn_state and .history, as str
+# conn_state and history, as str
 cdef object zeek_conn_state(const ZeekConn* z)
 cdef object zeek_history(const ZeekConn* z)

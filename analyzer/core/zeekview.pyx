@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Zeek's view of one connection (conn_state, history, Zeek's connection boundaries) over
-C-level data: analyzer/zeek.py's ZeekView and starts_new_connection, rule for rule.
+C-level data. Its rules and known approximations are documented in analyzer/zeek_params.py,
+which declares the timers and port sets read here at import.
 
 Endpoints are kept by physical side (0: sender of the first packet) and `orig` names the
 originator, so a role flip swaps one index and the per-side facts (did_close, first packet
-seen, counters, reassembler) stay with their side, as they do with Python's swapped objects.
+seen, counters, reassembler) stay with their side.
 
-Bounds (zeekview.pxd), the only departures from zeek.py:
+Bounds (zeekview.pxd), beyond those approximations:
 * the history keeps its first ZEEK_HIST_MAX (65536) letters (16 in the struct, then a heap
   buffer);
 * a direction buffers at most ZEEK_MAX_BLOCKS disjoint out-of-order blocks (touching or
@@ -25,7 +26,7 @@ from libc.string cimport memcpy, memset
 from analyzer.core.seg cimport (CSUM_BAD, F_ACK, F_FIN, F_RST, F_SYN, ICMP_NONE, addr_eq,
                                 seg_from_py)
 
-from analyzer import zeek as _py
+from analyzer import zeek_params as _py
 
 cdef enum:  # endpoint states (Zeek's TCP_ENDPOINT_*); 0 so that a zeroed endpoint is a new one
     ZS_INACTIVE, ZS_SYN_SENT, ZS_SYN_ACK_SENT, ZS_PARTIAL, ZS_ESTABLISHED, ZS_CLOSED, ZS_RESET
@@ -51,15 +52,15 @@ cdef enum:  # ZeekConn.flags
 
 cdef char* _SCALED_LETTERS = b"CWTG"
 
-# Timers and limits, read once from analyzer.zeek (never written twice).
+# Timers and limits, read once from analyzer.zeek_params (never written twice).
 cdef double ATTEMPT_DELAY = _py.TCP_ATTEMPT_DELAY
 cdef double CLOSE_DELAY = _py.TCP_CLOSE_DELAY
 cdef double INACTIVITY_TIMEOUT = _py.TCP_INACTIVITY_TIMEOUT
 cdef double SYN_TIMEOUT = _py.TCP_SYN_TIMEOUT
 cdef double SESSION_TIMER = _py.TCP_SESSION_TIMER
 cdef double CONNECTION_LINGER = _py.TCP_CONNECTION_LINGER
-cdef double EPS = _py._EPS
-cdef int64_t TOO_LARGE_SEQ_DELTA = _py._TOO_LARGE_SEQ_DELTA
+cdef double EPS = _py.EPS
+cdef int64_t TOO_LARGE_SEQ_DELTA = _py.TOO_LARGE_SEQ_DELTA
 
 # The likely-server-port sets as bitmaps (bit p of byte p >> 3), filled from the frozensets.
 cdef uint8_t _likely_ports[8192]
@@ -712,7 +713,7 @@ def zeek_struct_size():
 
 
 cdef class ZeekProbe:
-    """One ZeekConn driven from Python (tests): the same calls as ZeekView."""
+    """One ZeekConn driven from Python Segments (tests)."""
 
     cdef ZeekConn z
     cdef Addr addr[2]  # the first TCP segment's source and destination (the connection's)
@@ -722,7 +723,7 @@ cdef class ZeekProbe:
 
     def __init__(self, bare_mode=False, ignore_checksums=False):
         # ZEEK_SNAPLEN_GAPS: seg_from_py sets payload_captured only from a segment carrying
-        # it, which is exactly when ZeekView honours it
+        # it, so a plain Segment counts as fully captured
         zeek_free(&self.z)
         zeek_init(&self.z, (ZEEK_BARE if bare_mode else 0)
                   | (ZEEK_IGNORE_CHECKSUMS if ignore_checksums else 0) | ZEEK_SNAPLEN_GAPS)
@@ -761,7 +762,7 @@ cdef class ZeekProbe:
         return tuple(self.z.nblocks[i] for i in range(2))
 
     def internals(self):
-        """The state ZeekView keeps, in its terms (tests compare it with the Python view's)."""
+        """The view's state, in Zeek's terms (tests)."""
         cdef const ZeekConn* z = &self.z
         cdef const ZeekEp* e
         cdef int side, i

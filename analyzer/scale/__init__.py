@@ -19,7 +19,7 @@ def prepare(args, progress=None, want=None):
     Lines written by the core), else ``runner.records``. The caller closes the runner."""
     from analyzer.scale.inputs import expand
     from analyzer.scale.run import Options, Runner, Workers, farmable
-    from analyzer.tracker import Timeouts
+    from analyzer.timeouts import Timeouts
 
     jobs = getattr(args, "jobs", None)
     dask = getattr(args, "dask", None)
@@ -31,8 +31,7 @@ def prepare(args, progress=None, want=None):
         raise UsageError(f"--max-open {max_open}: needs at least one connection")
     timeouts = Timeouts() if max_open is None else Timeouts(max_active=max_open)
     opts = Options(timeouts=timeouts, zeek_options={"boundaries": args.zeek_boundaries},
-                   check_ip_checksums=args.check_ip_checksums,
-                   engine=getattr(args, "engine", "auto"))
+                   check_ip_checksums=args.check_ip_checksums)
     # local processes pay only with two captures or more to read at once (one capture is read
     # by one process either way, and this one would wait); a cluster is used as asked
     farmed = sum(farmable(u) for u in units)

@@ -30,7 +30,7 @@ from analyzer.errors import CaptureError, UsageError
 from analyzer.pipeline import FileReport, iter_connections, iter_json, make_record
 from analyzer.scale.inputs import Unit
 from analyzer.scale.sets import set_connections, set_json
-from analyzer.tracker import Timeouts
+from analyzer.timeouts import Timeouts
 
 CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
 
@@ -42,7 +42,6 @@ class Options:
     timeouts: Timeouts = field(default_factory=Timeouts)
     zeek_options: dict = field(default_factory=dict)
     check_ip_checksums: bool = False
-    engine: str = "auto"  # for single files (pipeline.iter_connections); sets are native
 
 
 @dataclass
@@ -70,8 +69,7 @@ def unit_pairs(unit: Unit, report: FileReport, opts: Options, paths: list[str] |
     if len(paths) == 1:
         return iter_connections(paths[0], report, opts.timeouts,
                                 check_ip_checksums=opts.check_ip_checksums,
-                                zeek_options=opts.zeek_options, engine=opts.engine,
-                                progress=progress)
+                                zeek_options=opts.zeek_options, progress=progress)
     return set_connections(paths, unit.paths, report, opts.timeouts,
                            check_ip_checksums=opts.check_ip_checksums,
                            zeek_options=opts.zeek_options)

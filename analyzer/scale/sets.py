@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from analyzer.capture.reader import ReadStats
 from analyzer.pipeline import FileReport, feed_observer, json_batches, without_gc
-from analyzer.tracker import Timeouts
+from analyzer.timeouts import Timeouts
 
 
 def set_connections(paths: list[str], names: list[str], report: FileReport,
