@@ -688,7 +688,7 @@ cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nog
         if c.ep[b].state == S_CLOSE_WAIT and fin_present(da) and not c.d[b].n_rst:
             waited = c.end - da.last_ts if da.last_ts != 0.0 else 0.0
             put_frame(v, da.fin_frame)
-            v.rival = K_GRACEFUL  # (a rival even when certain, as in Python)
+            v.rival = K_GRACEFUL  # (a rival even when certain)
             if not (waited >= 0.5 or c.end - c.start > 1):
                 v.confidence = CONF_LIKELY
             reason(v, RS_CLOSE_WAIT, b, 0, da.fin_frame, 0, 0)
@@ -1009,7 +1009,7 @@ cdef inline const char* role_name(int role) noexcept nogil:
 
 
 cdef void o_ttls(Out* o, const Dir* d) noexcept nogil:
-    """sorted(d.ttls) as Python prints the list."""
+    """sorted(d.ttls) as a Python list prints."""
     cdef int i, first = 1
     o_str(o, "[")
     if d.n_ttl == 3:

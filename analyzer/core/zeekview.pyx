@@ -35,7 +35,7 @@ cdef enum:  # ZeekEp.bits
     ZE_DID_CLOSE = 1, ZE_SENT_PAYLOAD = 2, ZE_HAS_START = 4, ZE_HAS_SYN = 8, ZE_HAS_FIN = 16
     ZE_HAS_RST = 32
     ZE_FIN_SEEN = 64  # fin_cnt > 0
-    ZE_FIRST_SEEN = 128  # this direction's first packet was processed (Python's _first_seen)
+    ZE_FIRST_SEEN = 128  # this direction's first packet was processed
 
 cdef enum:  # ZeekEp.seen: the kinds recorded once per direction
     ZK_D = 1, ZK_A = 2, ZK_I = 4, ZK_Q = 8, ZK_SYN = 16, ZK_FIN = 32, ZK_RST = 64
@@ -44,10 +44,10 @@ cdef enum:  # ZeekEp.scaled indexes (the letters of _SCALED_LETTERS)
     SC_C, SC_W, SC_T, SC_G
 
 cdef enum:  # ZeekConn.flags
-    ZC_STARTED = 1  # orig / resp known (Python: _orig_ep is not None)
+    ZC_STARTED = 1  # orig / resp known
     ZC_PARTIAL = 2
     ZC_CANCELLED = 4  # timers cancelled: `deadline` is delete_at
-    ZC_ATTEMPT = 8  # `deadline` is attempt_at (Python: _attempt_at is not None)
+    ZC_ATTEMPT = 8  # `deadline` is attempt_at (the attempt timer is set)
     ZC_NOMEM = 16  # an allocation failed during this zeek_observe
 
 cdef char* _SCALED_LETTERS = b"CWTG"
@@ -93,7 +93,7 @@ cdef inline int32_t _sdelta(uint32_t a, uint32_t b) noexcept nogil:
 
 
 cdef inline int32_t _rel(const ZeekEp* e, uint32_t seq) noexcept nogil:
-    # Python: (seq - (start or 0)) signed; a zeroed start is the `or 0`
+    # seq relative to the ISN, signed (no ISN: a zeroed start, the sequence number itself)
     return <int32_t>(seq - e.start)
 
 
@@ -189,7 +189,7 @@ cdef void _data(ZeekConn* z, int side, int64_t lo, int64_t hi, int64_t acked) no
 
 
 cdef int64_t _reasm_ack(ZeekConn* z, int side, int64_t up_to) noexcept nogil:
-    """Trim to `up_to`; the gaps skipped on the way (Python's _Reassembler.ack)."""
+    """Trim to `up_to`; the gaps skipped on the way."""
     cdef ZeekEp* e = &z.ep[side]
     cdef ZeekBlock* b = z.blocks + side * ZEEK_MAX_BLOCKS
     cdef int n = z.nblocks[side], i = 0, j
@@ -212,8 +212,8 @@ cdef int64_t _reasm_ack(ZeekConn* z, int side, int64_t up_to) noexcept nogil:
             gaps += 1
             e.last_reassem = up_to
         _absorb(z, side)
-    # (Python's final filter keeps only blocks ending above up_to: all left do, being above
-    # last_reassem >= up_to or, when up_to <= last_reassem, above last_reassem)
+    # (only blocks ending above up_to remain: all left are above last_reassem >= up_to or,
+    # when up_to <= last_reassem, above last_reassem)
     return gaps
 
 
@@ -265,7 +265,7 @@ cdef inline bint _once(ZeekConn* z, ZeekEp* e, bint is_orig, uint8_t kind,
 
 
 cdef inline void _scaled(ZeekConn* z, ZeekEp* e, bint is_orig, int which) noexcept nogil:
-    # the letter at counts 1, 10, 100, ... (Python's doubling-by-ten threshold)
+    # the letter at counts 1, 10, 100, ... (Zeek's log-scale threshold, times ten each time)
     cdef uint32_t c
     if e.scaled[which] == UINT32_MAX:
         return
@@ -457,7 +457,7 @@ cdef bint _state_machine(ZeekConn* z, const Seg* s, int side, bint is_orig, bint
 
 
 cdef void _process(ZeekConn* z, const Seg* s, bint is_orig, int side) noexcept nogil:
-    # `is_orig` stays the value at entry even if the state machine flips (as in Python)
+    # `is_orig` stays the value at entry even if the state machine flips
     cdef ZeekEp* e = &z.ep[side]
     cdef ZeekEp* peer = &z.ep[1 - side]
     cdef bint syn = s.flags & F_SYN != 0, fin = s.flags & F_FIN != 0
