@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from analyzer import cases
-from analyzer.capture.reader import ReadStats
+from analyzer.capture.stats import ReadStats
 from analyzer.classify import KnownListener, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer

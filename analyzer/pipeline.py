@@ -11,8 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from analyzer import cases
-from analyzer.capture import open_capture
-from analyzer.capture.reader import ReadStats
+from analyzer.capture.stats import ReadStats
 from analyzer.classify import Context, Verdict, classify
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer
@@ -195,7 +194,9 @@ def _connections(path: str, report: FileReport, timeouts: Timeouts | None,
         return
     if engine != "python":
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
-    reader = open_capture(path, check_ip_checksums=check_ip_checksums)
+    from analyzer.core.decode import open_native  # (the one decoder, for both engines)
+
+    reader = open_native(path, check_ip_checksums=check_ip_checksums)
     report.engine = "python"
     yield from reader_connections(reader, report, timeouts, zeek_options=zeek_options,
                                   progress=progress)
@@ -205,7 +206,7 @@ def reader_connections(reader, report: FileReport, timeouts: Timeouts | None = N
                        zeek_options: dict | None = None, progress=None,
                        tracker: Tracker | None = None
                        ) -> Iterator[tuple[Connection, Verdict]]:
-    """The Python engine's loop over a source of Segments (a CaptureReader), with ``stats``,
+    """The Python engine's loop over a source of Segments (a NativeReader), with ``stats``,
     ``problems`` and ``notes``. ``progress`` (if given) is fed the byte offset every 4096
     segments. ``tracker``: one to use instead of a new Tracker (its ``on_finish`` is set
     here)."""

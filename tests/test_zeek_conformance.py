@@ -189,13 +189,13 @@ def test_zeek_conformance():
     if not (oracle / "manifest.tsv").exists():
         pytest.skip(f"Zeek oracle not found at {oracle} (set RSTSCOPE_ZEEK_ORACLE)")
     try:
-        from analyzer.capture import open_capture
+        from analyzer.core.decode import open_native
     except ImportError as exc:
         pytest.skip(f"analyzer.capture reader not available: {exc}")
 
     def reader(path: Path, cmd: str) -> Iterable[Segment]:
         # Zeek's -C also skips the IPv4 header checksum check.
-        return open_capture(str(path), check_ip_checksums=not zeek_options(cmd)[1])
+        return open_native(str(path), check_ip_checksums=not zeek_options(cmd)[1])
 
     results = run_conformance(oracle, reader)
     state_rate, hist_rate, table = summarize(results)
