@@ -614,10 +614,9 @@ def m_convert(seed: Seed, rng: random.Random) -> Mutant:
 
 
 def _ip_offset(frame: bytes, linktype: int) -> int:
-    from analyzer.capture.links import decoder_for
+    from analyzer.core.decode import ip_offset
 
-    find = decoder_for(linktype)
-    return find(frame) if find is not None else -1
+    return ip_offset(frame, linktype)
 
 
 def _fix_ip4_checksum(f: bytearray, off: int) -> None:
@@ -916,9 +915,7 @@ def frame_records(data: bytes) -> list[FrameRec]:
 def damaged_frames(data: bytes, stop_at: int | None, check_ip: bool) -> list[FrameRec]:
     """The frames before byte ``stop_at`` that a reader must skip as damaged: a packet block
     naming an undescribed interface, or IP/TCP header lengths the decoder finds impossible."""
-    from analyzer.capture import ip as ip_layer
-    from analyzer.capture.links import decoder_for
-    from analyzer.capture.reader import ReadStats
+    from analyzer.core.decode import decode_frame
 
     out = []
     for rec in frame_records(data):
@@ -927,14 +924,8 @@ def damaged_frames(data: bytes, stop_at: int | None, check_ip: bool) -> list[Fra
         if rec.linktype is None:
             out.append(rec)
             continue
-        find = decoder_for(rec.linktype)
-        off = find(rec.data) if find is not None else -1
-        if off < 0:
-            continue
-        st = ReadStats()
-        ip_layer.decode(rec.data, off, rec.frame, 0.0, st, check_ip)
-        if st.malformed:
-            out.append(rec)
+        if decode_frame(rec.data, rec.linktype, check_ip)[1].get("malformed"):
+            out.append(rec)  # (the frame alone: where the file puts it is checked against this)
     return out
 
 
@@ -1067,14 +1058,14 @@ class Checker:
 
 
 def reader_invariants(path: str) -> list[str]:
-    from analyzer.capture import open_capture
+    from analyzer.core.decode import open_native
     from analyzer.errors import UnreadableCapture
 
     try:
-        reader = open_capture(path, check_ip_checksums=True)
+        reader = open_native(path, check_ip_checksums=True)
         segs = sum(1 for _ in reader)
     except UnreadableCapture:
-        return ["open_capture raised UnreadableCapture on an input the CLI read"]
+        return ["open_native raised UnreadableCapture on an input the CLI read"]
     st = reader.stats
     bad = []
     total = (st.tcp_segments + st.icmp_errors + st.non_tcp + st.bad_ip_checksums

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from analyzer import cases
-from analyzer.capture.reader import ReadStats
+from analyzer.capture.stats import ReadStats
 from analyzer.classify import Verdict
 from analyzer.connection import Connection
 from analyzer.core.observer import Observer

@@ -1,6 +1,7 @@
 """Small writers for crafting pcap / pcapng test captures byte by byte, and scapy packet helpers.
 
-Independent of the reader's code on purpose: headers are packed here from the file format specs.
+Independent of the reader's code on purpose: headers are packed here from the file format specs,
+so a test's expected values come from the specs and from scapy, never from the reader.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from analyzer.capture import open_capture
+from analyzer.core.decode import open_native
 
 LE = "<"
 BE = ">"
@@ -90,8 +91,9 @@ def tcp_ip(src: str = "10.0.0.1", dst: str = "10.0.0.2", sport: int = 40000, dpo
     return ip / TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, **tcp_kw) / payload
 
 
-def read_all(path: str, **kw):
-    """(segments, reader) after iterating the whole capture."""
-    reader = open_capture(path, **kw)
+def read_all(path: str, check_ip_checksums: bool = True, **kw):
+    """(segments, reader) after iterating the whole capture with the compiled reader (IPv4
+    header checksums checked unless told otherwise)."""
+    reader = open_native(path, check_ip_checksums=check_ip_checksums, **kw)
     segs = list(reader)
     return segs, reader

@@ -1,4 +1,5 @@
-"""Link layers down to IP: every supported link type and encapsulation, decoded from a pcap."""
+"""Link layers down to IP: every supported link type and encapsulation, decoded by the compiled
+reader from a pcap whose headers are packed here from the specs (or built by scapy)."""
 
 from __future__ import annotations
 

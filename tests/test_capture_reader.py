@@ -1,4 +1,6 @@
-"""Capture reader: file formats, IP/TCP/ICMP decoding, checksums, damage, stdin, real traces."""
+"""The compiled reader (analyzer.core.decode) against truth: file formats, IP/TCP/ICMP decoding,
+checksums, damage, stdin, real traces. Inputs are packed from the format specs and built with
+scapy (tests/capture_helpers.py), so every expected value is known independently of the reader."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from analyzer.core.decode import open_native
 
-from analyzer.capture import open_capture
 from analyzer.errors import DamagedCapture, UnreadableCapture
 from analyzer.segment import (
     ACK,
@@ -208,8 +210,8 @@ def test_stdin_pipe_subprocess(tmp_path, compress):
     blob = _simple_capture()
     if compress:
         blob = gzip.compress(blob)
-    code = ("from analyzer.capture import open_capture\n"
-            "r = open_capture('-')\n"
+    code = ("from analyzer.core.decode import open_native\n"
+            "r = open_native('-')\n"
             "print([s.seq for s in r], r.stats.frames, r.stats.compressed, r.problems)\n")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True,
                          cwd=REPO, timeout=60, check=True)
@@ -227,7 +229,7 @@ def test_stdin_streams_before_writer_finishes(monkeypatch):
     got = []
 
     def consume():
-        reader = open_capture("-")
+        reader = open_native("-")
         got.append(next(iter(reader)).seq)
 
     t = threading.Thread(target=consume, daemon=True)
@@ -244,7 +246,7 @@ def test_stdin_streams_before_writer_finishes(monkeypatch):
 def test_wrong_magic(tmp_path):
     path = write(tmp_path / "x.pcap", b"<html><body>not a capture</body></html>")
     with pytest.raises(UnreadableCapture) as ei:
-        open_capture(path)
+        open_native(path)
     assert "3c 68 74 6d" in ei.value.message and ei.value.offset == 0
     assert ei.value.path == path
 
@@ -260,7 +262,7 @@ def test_empty_missing_directory_short_and_gzip_of_junk(tmp_path):
     }
     for path, needle in cases.items():
         with pytest.raises(UnreadableCapture) as ei:
-            open_capture(path, name="shown-name")
+            open_native(path, name="shown-name")
         assert needle in ei.value.message, (path, ei.value.message)
         assert ei.value.path == "shown-name"
 
@@ -554,7 +556,7 @@ def test_zeek_oracle_traces_are_read():
     assert len(wanted) > 40
     failures = []
     for (name, no_checksums), tuples in sorted(wanted.items()):
-        reader = open_capture(str(ORACLE / "traces" / name), check_ip_checksums=not no_checksums)
+        reader = open_native(str(ORACLE / "traces" / name), check_ip_checksums=not no_checksums)
         seen = set()
         for s in reader:
             seen.add((s.src, s.sport, s.dst, s.dport))
@@ -663,7 +665,7 @@ def test_random_damage_never_raises(tmp_path):
         blob = bytes(blob[: max(cut, 1)])
         path = write(tmp_path / "fz.bin", blob)
         try:
-            reader = open_capture(path)
+            reader = open_native(path, check_ip_checksums=True)
         except UnreadableCapture:
             return
         segs = list(reader)

@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from analyzer.core.decode import open_native
 
 from analyzer import cli, fuzz
-from analyzer.capture import open_capture
 from analyzer.errors import UnreadableCapture
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
@@ -148,14 +148,14 @@ def test_damaged_first_section_header_is_unreadable(tmp_path, damage):
     else:
         ng = bytearray(_one_packet_ng(major=2))
     with pytest.raises(UnreadableCapture) as ei:
-        open_capture(_ng(tmp_path, bytes(ng)))
+        open_native(_ng(tmp_path, bytes(ng)), check_ip_checksums=True)
     assert ei.value.offset == 0
 
 
 def test_later_section_with_unknown_version_is_damage(tmp_path):
     ng = _one_packet_ng()
     second = fuzz.ng_shb(major=3, minor=1) + ng[28:]
-    reader = open_capture(_ng(tmp_path, ng + second))
+    reader = open_native(_ng(tmp_path, ng + second), check_ip_checksums=True)
     segs = list(reader)
     assert [p.offset for p in reader.problems] == [len(ng)]
     assert "version 3.1" in reader.problems[0].message
@@ -169,7 +169,7 @@ def test_damaged_frames_are_errors_naming_the_first(tmp_path, checker):
     ng = bytearray(_one_packet_ng())
     blocks = fuzz.ng_layout(bytes(ng))
     struct.pack_into("<I", ng, blocks[3].offset + 8, 7)  # second EPB: interface 7
-    reader = open_capture(_ng(tmp_path, bytes(ng)))
+    reader = open_native(_ng(tmp_path, bytes(ng)), check_ip_checksums=True)
     list(reader)
     assert reader.notes == []
     [p] = reader.problems
@@ -182,7 +182,7 @@ def test_damaged_frames_are_errors_naming_the_first(tmp_path, checker):
     lay = fuzz.pcap_layout(bytes(bad))
     second = lay.records[1][0] + 16 + 14  # and frame 2's IPv4 total length below its header
     struct.pack_into("!H", bad, second + 2, 8)
-    reader = open_capture(_ng(tmp_path, bytes(bad)), check_ip_checksums=False)  # as the CLI
+    reader = open_native(_ng(tmp_path, bytes(bad)), check_ip_checksums=False)  # as the CLI
     list(reader)
     [p] = reader.problems
     assert (p.frame, p.offset, p.count) == (1, 24, 2)

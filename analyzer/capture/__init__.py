@@ -1,19 +1,20 @@
-"""Capture readers and sniffers: the only place that touches packet bytes, scapy or pyshark.
+"""Everything that touches a capture's bytes besides the compiled decoder: the format constants
+(``formats``), the statistics type (``stats``), live sniffing (``sniff``) and kernel traces
+(``kernel``). Reading a capture is ``analyzer.core.decode.open_native``::
 
-Public API (everything downstream uses only this and ``analyzer.segment.Segment``)::
-
-    reader = open_capture(path)        # path to pcap / pcapng / .gz, or "-" for standard input
-    for seg in reader:                 # streams Segments; memory does not grow with the file
+    reader = open_native(path)         # pcap / pcapng / .gz, or "-" for standard input
+    for seg in reader:                 # analyzer.segment.Segment, streamed
         ...
-    reader.stats                       # ReadStats: counters, filled while iterating
-    reader.problems                    # list[DamagedCapture]: non-fatal damage met while reading
-
-``open_capture`` raises ``UnreadableCapture`` when nothing can be read (missing file, wrong
-magic, unsupported format). Damage found after the start (truncated record, absurd length) is
-appended to ``problems`` and iteration stops there (or resynchronises, where the format allows),
-so everything before it is still analyzed.
+    reader.stats                       # counters (ReadStats' fields), live while reading
+    reader.problems                    # damage met while reading (DamagedCapture, DamagedFrames)
 """
 
-from analyzer.capture.reader import CaptureReader, ReadStats, open_capture
 
-__all__ = ["CaptureReader", "ReadStats", "open_capture"]
+def open_capture(path, *, name=None, check_ip_checksums=True):
+    """``open_native`` with IPv4 header checksums checked unless told otherwise (the default of
+    the Python reader it replaced): kept only for the core's parity tests owned elsewhere
+    (tests/test_core_conn.py, test_core_verdict.py, test_core_zeek.py); new code calls
+    open_native."""
+    from analyzer.core.decode import open_native
+
+    return open_native(path, name=name, check_ip_checksums=check_ip_checksums)

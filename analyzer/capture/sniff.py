@@ -8,8 +8,8 @@ the project's own link and IP decoders and can write them to a pcap:
   via SO_TIMESTAMPNS), far faster than dissecting them with scapy. On a loopback interface every
   packet is seen twice (outgoing and incoming): outgoing copies (``sll_pkttype`` 4) are dropped,
   as libpcap does.
-* ``pyshark``: runs ``tshark -w - -F pcap`` and reads the pcap stream with the project's pcap
-  record reader. tshark runs under a small root shell that kills it when this process closes
+* ``pyshark``: runs ``tshark -w - -F pcap`` and reads the pcap stream with the compiled reader
+  (``decode.open_stream``: its record walk, frames handed over as they arrive). tshark runs under a small root shell that kills it when this process closes
   the shell's stdin (or dies), so it can be stopped after this process gave up root.
 
 scapy is imported lazily, only here; nothing else in the project sniffs.
@@ -28,10 +28,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from analyzer.capture import pcap
-from analyzer.capture.links import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from analyzer.capture.reader import ReadStats
-from analyzer.errors import DamagedCapture, PrivilegeError, UsageError
+from analyzer.capture.formats import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_RAW,
+    PCAP_HEADER_LEN,
+    pcap_header,
+)
+from analyzer.errors import PrivilegeError, UnreadableCapture, UsageError
 
 Frame = tuple[float, int, bytes]  # (timestamp, linktype, frame bytes)
 
@@ -157,18 +160,6 @@ class ScapySource:
                 pass
 
 
-class _Ctx:
-    """What ``pcap.records`` needs from a reader: stats and a damage sink."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.stats = ReadStats(format="pcap")
-        self.problems: list[DamagedCapture] = []
-
-    def damage(self, message: str, offset: int, frame: int | None) -> None:
-        self.problems.append(DamagedCapture(self.path, message, offset=offset, frame=frame))
-
-
 # tshark in the background; killed when our end of the shell's stdin closes
 _WRAPPER = 'tshark "$@" & p=$!; read -r _; kill -TERM "$p" 2>/dev/null; wait "$p"'
 
@@ -193,7 +184,7 @@ class TsharkSource:
         self._err: list[str] = []
         self._ready = threading.Event()
         self._closed = False
-        self._ctx = _Ctx(f"tshark -i {iface}")
+        self.problems: list = []  # damage in tshark's pcap stream (it ends the stream)
         threading.Thread(target=self._read_err, daemon=True).start()
         deadline = time.monotonic() + ready_timeout
         while not self._ready.is_set() and time.monotonic() < deadline:
@@ -222,20 +213,24 @@ class TsharkSource:
                 self._ready.set()
 
     def _read_out(self) -> None:
-        f = self.proc.stdout
+        from analyzer.core.decode import open_stream
+
+        reader = None
         try:
-            head = f.read(pcap.HEADER_LEN)
-            hdr = pcap.parse_header(head)
-            if hdr is None:
-                self._header.set()
-                return
-            self.linktype = hdr.linktype
+            # the link type is known from the file header, before any frame (-w writes it)
+            header = pcap_header(self.proc.stdout.peek(PCAP_HEADER_LEN)[:PCAP_HEADER_LEN])
+            reader = open_stream(self.proc.stdout, f"tshark -i {self.iface}")
+            self.linktype = header[3] if header else None
             self._header.set()
-            for rec in pcap.records(f, hdr, self._ctx):
+            for rec in reader.frames():
+                self.linktype = rec[1]
                 self._q.put(rec, timeout=60)
-        except (OSError, ValueError, queue.Full):
+        except (UnreadableCapture, OSError, ValueError, queue.Full):
             pass
         finally:
+            if reader is not None:
+                self.problems = reader.problems
+            self._header.set()
             self._q.put(None)  # end of stream
 
     def __iter__(self) -> Iterator[Frame | None]:

@@ -1,5 +1,5 @@
 # The one decoder: a captured frame (any link layer the reader knows) -> Seg, every read bounded
-# by the captured length. Semantics: analyzer/capture/links.py and ip.py, exactly.
+# by the captured length.
 # decode.pyx owns this header; observer.pyx relies only on NativeReader.fill below (the fields
 # are declared here only because Cython wants a cdef class's layout in its .pxd).
 
@@ -7,7 +7,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from analyzer.core.seg cimport Seg
 
-# The counters of ReadStats (analyzer/capture/reader.py documents each one).
+# The counters of ReadStats (analyzer/capture/stats.py documents each one).
 ctypedef struct Counts:
     int64_t frames
     int64_t tcp_segments
@@ -38,13 +38,13 @@ cdef Py_ssize_t find_ip(const uint8_t* d, Py_ssize_t n, int lt) noexcept nogil
 
 cdef class NativeReader:
     cdef readonly str path  # the name used in messages
-    cdef public list problems  # DamagedCapture / DamagedFrames, as CaptureReader.problems
-    cdef public list notes  # as CaptureReader.notes
+    cdef public list problems  # DamagedCapture / DamagedFrames
+    cdef public list notes  # one line per oddity that is not damage
     cdef readonly str format  # "pcap" or "pcapng"
     cdef readonly bint compressed
     cdef object _stream
     cdef object _close
-    cdef object _read_exact  # gzip on stdin: the read(n) the Python reader calls, same sizes
+    cdef object _read_exact  # gzip on stdin: read(n), a record at a time
     cdef bint _gzip_blocks  # gzip file: large blocks, replayed exactly on a zlib error
     cdef str _source  # the file's path, to reopen it for the replay
     cdef NativeReader _delegate  # after a replay: the reader that goes on

@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The native decoder and record walker: a capture (pcap or pcapng, gzip-compressed or not, file
-or standard input) -> Segs, with the ReadStats, problems and notes of the Python reader
-(analyzer/capture/reader.py, pcap.py, pcapng.py, links.py, ip.py), whose semantics are followed
-exactly, quirks included.
+"""The decoder and record walker, the project's only one: a capture (pcap or pcapng,
+gzip-compressed or not, file or standard input) -> Segs, with statistics (ReadStats'
+fields, analyzer/capture/stats.py), problems (analyzer.errors: DamagedCapture, DamagedFrames) and
+notes.
 
 The input is read in large blocks into one reused buffer; records are walked inside it, a partial
 record carried over to the next block. Frames are decoded by C functions over (pointer, captured
@@ -12,9 +12,9 @@ damage and notes (once each), and for pcapng interfaces.
 gzip input needs care: a corrupted deflate stream makes zlib throw away what the failing call had
 decompressed, so how much is read before the error depends on the read sizes. A gzip file is read
 in large blocks; on a zlib error it is reopened and walked again from the start asking the stream
-for exactly the sizes the Python reader asks for (record header, then record), without handing
-over again the frames already given: the same frames then come out before the same error. gzip on
-standard input, which cannot be reopened, is read that exact way from the start. (Truncation and
+for a record at a time (record header, then record), without handing over again the frames
+already given: the records then come out that reading a record at a time gives before the error,
+whatever the block size (those the failing call of the gzip module had decompressed are lost). gzip on standard input, which cannot be reopened, is read that way from the start. (Truncation and
 the other gzip errors lose nothing, whatever the read sizes.)
 """
 
@@ -48,6 +48,18 @@ import os
 import sys
 import zlib
 
+from analyzer.capture.formats import (
+    BOM_BE,
+    BOM_LE,
+    PCAP_LITTLE,
+    PCAP_MAGICS,
+    PCAP_NANOS,
+    SHB_MAGIC,
+    pcap_header,
+)
+from analyzer.capture.stats import COUNTER_NAMES as _COUNTER_NAMES
+from analyzer.capture.stats import STAT_FIELDS as _STAT_FIELDS
+from analyzer.capture.stats import ReadStats
 from analyzer.errors import DamagedCapture, DamagedFrames, UnreadableCapture
 
 # --- constants ------------------------------------------------------------------------------
@@ -139,13 +151,6 @@ cdef enum:
 GZIP_MAGIC = b"\x1f\x8b"  # gzip member header
 BUFFER_SIZE = 1 << 16  # read buffer of the file object and of the decompressor's input
 STDIN = "-"  # path meaning standard input
-PCAP_MAGICS = frozenset((b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",  # usec LE, BE
-                         b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))  # nsec LE, BE
-PCAP_LITTLE = frozenset((b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"))  # fields little-endian
-PCAP_NANOS = frozenset((b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))  # ts_frac in nanoseconds
-SHB_MAGIC = b"\x0a\x0d\x0d\x0a"  # first 4 bytes of a pcapng file
-BOM_LE = b"\x4d\x3c\x2b\x1a"  # byte-order magic, little-endian
-BOM_BE = b"\x1a\x2b\x3c\x4d"  # byte-order magic, big-endian
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # a decompressor or I/O failure mid-file
 MAX_EXACT_UNITS = 2 ** 53  # integers up to this convert to double exactly
 _GZIP_OPEN_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)  # at the first read
@@ -193,7 +198,7 @@ cdef inline uint32_t u16(const uint8_t* p, bint little) noexcept nogil:
 
 cdef uint64_t sum_mod(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     """The big-endian integer of p[0:n], padded with a zero byte to an even length, modulo 0xFFFF
-    (ip.py's checksum arithmetic). 2**16 == 1 mod 0xFFFF, so this is the sum of its 16-bit words,
+    (the Internet checksum's arithmetic). 2**16 == 1 mod 0xFFFF, so this is the sum of its 16-bit words,
     or of its 64-bit words with end-around carry (0xFFFF divides 2**64 - 1). A word loaded in a
     little-endian host's order is the byte swap, 256 times the value mod 0xFFFF (256**2 == 1)."""
     cdef uint64_t acc = 0, w
@@ -219,7 +224,7 @@ cdef uint64_t sum_mod(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     return acc % 0xFFFF
 
 
-# --- link layers (links.py) -----------------------------------------------------------------
+# --- link layers ----------------------------------------------------------------------------
 
 cdef Py_ssize_t after_mpls(const uint8_t* d, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
     cdef int i, version
@@ -313,7 +318,7 @@ cdef Py_ssize_t find_ip(const uint8_t* d, Py_ssize_t n, int lt) noexcept nogil:
     return -1
 
 
-# --- IP / TCP / ICMP (ip.py) ----------------------------------------------------------------
+# --- IP / TCP / ICMP -----------------------------------------------------------------------
 
 cdef Py_ssize_t routing_final(const uint8_t* d, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
     """Offset of the final destination in the routing header at p, or -1 (ip._routing_final)."""
@@ -661,7 +666,7 @@ cdef int decode_ip(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip
 
 
 cdef str why_malformed(const uint8_t* d, Py_ssize_t n, Py_ssize_t off):
-    """What decode_ip found impossible in the IP packet at d[off:], in words (reader.py's
+    """What decode_ip found impossible in the IP packet at d[off:], in words (the
     _why_malformed: for the first damaged frame only)."""
     cdef int ihl, hlen
     cdef Py_ssize_t total, plen, t, end, final
@@ -689,14 +694,6 @@ cdef str why_malformed(const uint8_t* d, Py_ssize_t n, Py_ssize_t off):
 
 # --- the reader -----------------------------------------------------------------------------
 
-_STAT_FIELDS = ("format", "compressed", "frames", "tcp_segments", "icmp_errors", "non_tcp",
-                "bad_tcp_checksums", "offloaded_checksums", "bad_ip_checksums",
-                "truncated_frames", "malformed", "skipped_blocks", "link_types", "bytes_read")
-_COUNTER_NAMES = frozenset(("frames", "tcp_segments", "icmp_errors", "non_tcp",
-                            "bad_tcp_checksums", "offloaded_checksums", "bad_ip_checksums",
-                            "truncated_frames", "malformed", "skipped_blocks", "bytes_read"))
-
-
 def _stats_equal(a, b):
     try:
         return all(getattr(a, f) == getattr(b, f) for f in _STAT_FIELDS)
@@ -704,31 +701,14 @@ def _stats_equal(a, b):
         return NotImplemented
 
 
-class StatsSnapshot:
-    """ReadStats' fields as plain values: what a NativeStats pickles to."""
-
-    __slots__ = _STAT_FIELDS
-
-    def __init__(self, **values):
-        for name in _STAT_FIELDS:
-            setattr(self, name, values[name])
-
-    __eq__ = _stats_equal
-    __hash__ = None
-
-    def __repr__(self):
-        return "StatsSnapshot(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _STAT_FIELDS) \
-            + ")"
-
-
 def _snapshot(values):
-    return StatsSnapshot(**values)
+    return ReadStats(**values)
 
 
 cdef class NativeStats:
-    """A NativeReader's ReadStats (analyzer/capture/reader.py documents the fields): live, as
-    ReadStats is while the Python reader iterates; equal to a ReadStats with the same values.
-    Counters may be set (the chunked reading rebases frames and bytes_read)."""
+    """A NativeReader's statistics, live while it reads: ReadStats' fields
+    (analyzer/capture/stats.py documents them); equal to a ReadStats with the same values, and
+    pickled as one. Counters may be set (the chunked reading rebases frames and bytes_read)."""
 
     cdef NativeReader _r
 
@@ -778,8 +758,11 @@ cdef class NativeStats:
 
 
 cdef class NativeReader:
-    """Segments of one capture, from open_native. The observer calls fill(); tests iterate
-    segments(). ``stats``, ``problems`` and ``notes`` are those of CaptureReader."""
+    """Segments of one capture, from open_native. The observer calls fill(); tests and plots
+    iterate segments(); live capture takes raw frames(). ``stats``: the counters (a
+    NativeStats); ``problems``: a DamagedCapture when reading stopped early on damage, and one
+    DamagedFrames, first, when frames were skipped as damaged while reading went on;
+    ``notes``: one line per oddity that is not damage (an unsupported link type)."""
 
     def __cinit__(self):
         self._buf = NULL
@@ -847,7 +830,7 @@ cdef class NativeReader:
 
     @property
     def stats(self):
-        """ReadStats, live (a NativeStats)."""
+        """The counters, live (a NativeStats)."""
         if self._stats is None:
             self._stats = NativeStats(self)
         return self._stats
@@ -887,9 +870,38 @@ cdef class NativeReader:
     def __iter__(self):
         return self.segments()
 
+    def frames(self):
+        """(timestamp, link type, frame bytes) per record, as the records arrive (live capture
+        reads a capture tool's pcap stream with it, opened by open_stream): the record walk of
+        fill without decoding. Damage ends it as it ends fill; ``stats.frames`` counts the
+        records. Not to be mixed with fill on one reader."""
+        cdef const uint8_t* data
+        cdef Py_ssize_t caplen
+        cdef int lt, r
+        cdef double ts
+        if self._delegate is not None:
+            yield from self._delegate.frames()
+            return
+        try:
+            while not self._done:
+                r = self._next(&data, &caplen, &lt, &ts)
+                if r == NEED:
+                    r = self._refill()
+                    if r == 2:  # (a zlib error: no replay for raw frames)
+                        r = self._refill_failed()
+                    if r:
+                        break
+                    continue
+                if r == END:
+                    break
+                self._c.frames += 1
+                yield ts, lt, (<const char*>data)[:caplen]
+        finally:
+            self.finish()
+
     def finish(self):
         """Close the input and report the damaged frames skipped on the way (one DamagedFrames,
-        first in problems, as CaptureReader does)."""
+        first in problems: every skipped frame precedes the point where reading stopped)."""
         if self._delegate is not None:
             return self._delegate.finish()
         self.close()
@@ -995,7 +1007,7 @@ cdef class NativeReader:
 
     cdef int _refill(self) except -1:
         """Read more input so that _need bytes from _pos may be present; 1 after a read error
-        (recorded as the Python reader records it), else 0. Sets _eof at the end."""
+        (recorded as damage), else 0. Sets _eof at the end."""
         cdef Py_ssize_t want, got, newcap
         cdef uint8_t* nb
         cdef bytes chunk
@@ -1015,7 +1027,7 @@ cdef class NativeReader:
             self._cap = newcap
         try:
             if self._read_exact is not None:
-                # exactly what the Python reader asks for (see the module docstring)
+                # a record at a time (see the module docstring)
                 want = self._need - (self._end - self._pos)
                 chunk = self._read_exact(want)
                 got = PyBytes_GET_SIZE(chunk)
@@ -1053,7 +1065,7 @@ cdef class NativeReader:
         return 0
 
     cdef int _refill_failed(self) except -1:
-        """Record the read error, as the Python reader does; 1."""
+        """Record the read error as damage where reading stopped; 1."""
         self._damage(f"read error: {self._error}", self._c.bytes_read, self._c.frames + 1)
         self._error = None
         self._done = True
@@ -1061,7 +1073,7 @@ cdef class NativeReader:
 
     cdef bint _replay(self) except -1:
         """After a zlib error in a gzip file read in blocks: reopen it, and let a reader asking
-        for the Python reader's read sizes go on, past the frames already handed over (their
+        for a record at a time go on, past the frames already handed over (their
         counts, notes and damage are made again). False if the file cannot be reopened."""
         cdef NativeReader fresh
         try:
@@ -1255,31 +1267,11 @@ cdef class NativeReader:
                 self._c.skipped_blocks += 1
 
     cdef int _add_iface(self, const uint8_t* body, Py_ssize_t body_len) except -1:
-        """An interface from an IDB body (pcapng.interface_from_idb and parse_options)."""
+        """An interface from an IDB body (after type and length, trailer excluded)."""
         cdef bint little = self._little
-        cdef Py_ssize_t i = 8, length
-        cdef uint32_t code
         cdef Iface* grown
         cdef Iface* ifc
-        resol = None
-        tsoff = None
-        while i + 4 <= body_len:
-            code = u16(body + i, little)
-            length = u16(body + i + 2, little)
-            if code == OPT_ENDOFOPT or i + 4 + length > body_len:
-                break
-            if code == OPT_IF_TSRESOL and resol is None:
-                resol = (<const char*>body)[i + 4:i + 4 + length]
-            elif code == OPT_IF_TSOFFSET and tsoff is None:
-                tsoff = (<const char*>body)[i + 4:i + 4 + length]
-            i += 4 + ((length + 3) & ~3)
-        units = 1_000_000  # default: microseconds
-        if resol:
-            v = resol[0]
-            units = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v
-        offset = 0
-        if tsoff is not None and len(tsoff) == 8:
-            offset = int.from_bytes(tsoff, "little" if little else "big", signed=True)
+        units, offset = idb_clock(body, body_len, little)
         if self._n_ifaces == self._ifaces_cap:
             grown = <Iface*>realloc(self._ifaces, (self._ifaces_cap * 2 + 4) * sizeof(Iface))
             if grown == NULL:
@@ -1304,7 +1296,43 @@ cdef class NativeReader:
         return q + r / units + offset
 
 
-# --- opening (reader.open_capture) ----------------------------------------------------------
+cdef tuple idb_clock(const uint8_t* body, Py_ssize_t body_len, bint little):
+    """(timestamp ticks per second, seconds added) of an IDB body: its first if_tsresol and
+    if_tsoffset options (microseconds and 0 without them)."""
+    cdef Py_ssize_t i = 8, length
+    cdef uint32_t code
+    resol = None
+    tsoff = None
+    while i + 4 <= body_len:
+        code = u16(body + i, little)
+        length = u16(body + i + 2, little)
+        if code == OPT_ENDOFOPT or i + 4 + length > body_len:
+            break
+        if code == OPT_IF_TSRESOL and resol is None:
+            resol = (<const char*>body)[i + 4:i + 4 + length]
+        elif code == OPT_IF_TSOFFSET and tsoff is None:
+            tsoff = (<const char*>body)[i + 4:i + 4 + length]
+        i += 4 + ((length + 3) & ~3)
+    units = 1_000_000  # default: microseconds
+    if resol:
+        v = resol[0]
+        units = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v
+    offset = 0
+    if tsoff is not None and len(tsoff) == 8:
+        offset = int.from_bytes(tsoff, "little" if little else "big", signed=True)
+    return units, offset
+
+
+def idb_interface(const uint8_t[::1] body, bint little):
+    """(link type, snaplen, ticks per second, seconds added) of an interface description
+    block's body, as the reader takes them (the scale-out walk times pcapng files with it)."""
+    if body.shape[0] < 8:
+        raise ValueError("an interface description block body has at least 8 bytes")
+    units, offset = idb_clock(&body[0], body.shape[0], little)
+    return u16(&body[0], little) & LT_MASK, u32(&body[4], little), units, offset
+
+
+# --- opening ----------------------------------------------------------------------------
 
 class _Prefixed(io.RawIOBase):
     """A raw stream that first returns ``prefix``, then reads from ``stream``."""
@@ -1349,8 +1377,9 @@ def _is_tty(stream):
 
 
 def open_native(path, *, check_ip_checksums=False, name=None):
-    """Open ``path`` (or "-" for standard input) as open_capture does: the same checks, the same
-    UnreadableCapture when nothing can be read; a NativeReader.
+    """Open ``path`` (or "-" for standard input): a NativeReader, or UnreadableCapture (one
+    line naming the file) when nothing can be read: missing file, wrong magic, unsupported
+    format, a damaged file header.
 
     ``name`` replaces ``path`` in messages. With ``check_ip_checksums`` IPv4 packets with a wrong
     header checksum are dropped (counted either way).
@@ -1364,9 +1393,16 @@ def open_native(path, *, check_ip_checksums=False, name=None):
     return _open_file(path, shown, check_ip_checksums, True)
 
 
+def open_stream(stream, name, *, check_ip_checksums=False):
+    """A reader of an open binary stream (a pipe from a capture tool), named ``name`` in
+    messages: decoded frames are handed over as they arrive, without waiting to fill a block.
+    The caller closes the stream. UnreadableCapture as open_native."""
+    return _open_stream(name, stream, None, check_ip_checksums, None)
+
+
 def _open_file(path, shown, check_ip, gzip_blocks):
     """A reader of the file at path. gzip_blocks: a gzip file is read in large blocks (else
-    with the Python reader's read sizes, for the replay)."""
+    a record at a time, for the replay)."""
     try:
         raw = open(path, "rb", buffering=BUFFER_SIZE)  # noqa: SIM115 - closed by the reader
     except FileNotFoundError:
@@ -1383,7 +1419,7 @@ def _open_file(path, shown, check_ip, gzip_blocks):
 
 
 def _open_stream(shown, raw, close, check_ip, source):
-    """The reader of an open stream, after open_capture's checks. source: the path of a file
+    """The reader of an open stream, after the checks of its start. source: the path of a file
     that may be reopened, or None (standard input: decoded frames are handed over before
     waiting on the pipe)."""
     interactive = close is None
@@ -1416,13 +1452,8 @@ def _open_stream(shown, raw, close, check_ip, source):
             raise UnreadableCapture(shown, f"cannot read: {exc}", offset=4) from None
         if len(rest) < PCAP_HEADER_LEN - 4:
             raise UnreadableCapture(shown, "pcap file header is truncated", offset=0)
-        little = head in PCAP_LITTLE
-        order = "little" if little else "big"
-        snaplen = int.from_bytes(rest[12:16], order)
-        linktype = int.from_bytes(rest[16:20], order) & LT_MASK
-        return NativeReader(shown, stream, close, "pcap", b"",
-                            (little, head in PCAP_NANOS, snaplen, linktype), compressed,
-                            check_ip, interactive, source)
+        return NativeReader(shown, stream, close, "pcap", b"", pcap_header(head + rest),
+                            compressed, check_ip, interactive, source)
     if head == SHB_MAGIC:
         try:
             head += _read_upto(stream, 8)
@@ -1512,6 +1543,15 @@ def decode_frame(const uint8_t[::1] frame, int linktype, bint check_ip_checksums
     return seg, counts
 
 
+def ip_offset(const uint8_t[::1] frame, int linktype):
+    """Offset of the IP header in a frame of that link type, or -1 (not IP, or a link type the
+    decoder does not know): where the fuzzer makes IP and TCP fields lie."""
+    cdef Py_ssize_t n = frame.shape[0]
+    if n == 0 or linktype < 0 or not link_supported(linktype & LT_MASK):
+        return -1
+    return find_ip(&frame[0], n, linktype & LT_MASK)
+
+
 # --- rotated sets ---------------------------------------------------------------------------
 
 def merge_stat_values(parts):
@@ -1563,12 +1603,12 @@ cdef class SetReader(NativeReader):
 
     @property
     def stats(self):
-        """The set's ReadStats values so far (a StatsSnapshot), or None before any file opened."""
+        """The set's counters so far (a ReadStats), or None before any file opened."""
         parts = list(self._parts)
         if self._cur is not None:
             parts.append(self._cur.stats.values())
         merged = merge_stat_values(parts)
-        return None if merged is None else StatsSnapshot(**merged)
+        return None if merged is None else ReadStats(**merged)
 
     def close(self):
         if self._cur is not None:

@@ -28,11 +28,11 @@ import re
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from analyzer.capture import pcap, pcapng
+from analyzer.capture.formats import PCAP_HEADER_LEN, PCAP_MAGICS, SHB_MAGIC, pcap_header
 from analyzer.errors import UnreadableCapture
 from analyzer.scale.walk import Layout, walk
 
-MAGICS = pcap.MAGICS | {pcapng.SHB_MAGIC}
+MAGICS = PCAP_MAGICS | {SHB_MAGIC}
 GZIP_MAGIC = b"\x1f\x8b"
 GLOB_CHARS = re.compile(r"[*?\[]")
 DIGITS = re.compile(r"\d+")
@@ -115,10 +115,10 @@ def _signature(path: str, lay: Layout) -> tuple | None:
         return ("pcapng", lay.linktype)
     try:
         with gzip.open(path, "rb") as f:
-            head = f.read(pcap.HEADER_LEN)
+            head = f.read(PCAP_HEADER_LEN)
     except (OSError, EOFError):
         return None
-    return ("pcap", head) if pcap.parse_header(head) is not None else None
+    return ("pcap", head) if pcap_header(head) is not None else None
 
 
 def group(files: list[str]) -> list[Unit]:

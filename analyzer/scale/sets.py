@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from analyzer.capture.reader import ReadStats
+from analyzer.capture.stats import ReadStats
 from analyzer.pipeline import FileReport, feed_observer, json_batches, without_gc
 from analyzer.timeouts import Timeouts
 

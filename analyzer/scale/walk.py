@@ -19,8 +19,16 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from analyzer.capture import pcap, pcapng
-from analyzer.core.decode import walk_pcap
+from analyzer.capture.formats import (
+    BOM_LE,
+    NG_MAX_BLOCK,
+    PCAP_HEADER_LEN,
+    PCAP_MAGICS,
+    PCAP_RECORD_LEN,
+    SHB_MAGIC,
+    pcap_header,
+)
+from analyzer.core.decode import idb_interface, walk_pcap
 
 # pcapng block types, as the walk meets them
 _SHB, _IDB, _PB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
@@ -53,10 +61,10 @@ def walk(path: str, target: int = 1 << 62) -> Layout:
         head = f.read(4)
     if head[:2] == b"\x1f\x8b":
         return Layout(path, "gzip", size, first_ts=_gzip_first_ts(path))
-    if head in pcap.MAGICS:
+    if head in PCAP_MAGICS:
         w = walk_pcap(path, max(target, 1))
         return Layout(path, "pcap", size, w["header"], w["linktype"],
-                      [(o, n, 0, 0) for o, n in w["cuts"]] or [(pcap.HEADER_LEN, 0, 0, 0)],
+                      [(o, n, 0, 0) for o, n in w["cuts"]] or [(PCAP_HEADER_LEN, 0, 0, 0)],
                       frames=w["frames"], clean=w["stop"] == size, first_ts=w["first"],
                       last_ts=w["last"])
     if not size:
@@ -72,14 +80,14 @@ def _pcapng(path: str, size: int, buf, target: int) -> Layout:
     order = "<"
     first = last = None  # (section, interface, ticks)
     while pos + 12 <= size:
-        if buf[pos:pos + 4] == pcapng.SHB_MAGIC:
+        if buf[pos:pos + 4] == SHB_MAGIC:
             bom = buf[pos + 8:pos + 12]
-            if bom not in (pcapng.BOM_LE, pcapng.BOM_LE[::-1]):
+            if bom not in (BOM_LE, BOM_LE[::-1]):
                 break
-            order = "<" if bom == pcapng.BOM_LE else ">"
+            order = "<" if bom == BOM_LE else ">"
             u32 = struct.Struct(order + "I").unpack_from
         btype, blen = u32(buf, pos)[0], u32(buf, pos + 4)[0]
-        if blen < 12 or blen % 4 or blen > pcapng.MAX_BLOCK or pos + blen > size \
+        if blen < 12 or blen % 4 or blen > NG_MAX_BLOCK or pos + blen > size \
                 or u32(buf, pos + blen - 4)[0] != blen:
             break
         if btype == _SHB:
@@ -115,34 +123,35 @@ def _pcapng(path: str, size: int, buf, target: int) -> Layout:
     # then read from the file itself
     out.cuts.insert(0, (_block_len(buf, 0), 0, 0, 0))
     if out.idbs.get(0):
-        out.linktype = _interface(buf, out.idbs[0][0], 0).linktype
+        out.linktype = _interface(buf, out.idbs[0][0], 0)[0]
     for attr, stamp in (("first_ts", first), ("last_ts", last)):
         if stamp is not None and stamp[1] < len(out.idbs.get(stamp[0], [])):
-            ifc = _interface(buf, out.idbs[stamp[0]][stamp[1]], stamp[0])
-            q, r = divmod(stamp[2], ifc.units)  # as pcapng.records computes it
-            setattr(out, attr, q + r / ifc.units + ifc.offset)
+            _, _, units, offset = _interface(buf, out.idbs[stamp[0]][stamp[1]], stamp[0])
+            q, r = divmod(stamp[2], units)  # as the reader computes it
+            setattr(out, attr, q + r / units + offset)
     return out
 
 
 def _order(buf, shb: int) -> str:
     """Byte order of the section whose header block starts at ``shb``."""
-    return "little" if buf[shb + 8:shb + 12] == pcapng.BOM_LE else "big"
+    return "little" if buf[shb + 8:shb + 12] == BOM_LE else "big"
 
 
 def _block_len(buf, pos: int) -> int:
     return int.from_bytes(buf[pos + 4:pos + 8], _order(buf, pos))
 
 
-def _interface(buf, off: int, shb: int) -> pcapng.Interface:
+def _interface(buf, off: int, shb: int) -> tuple[int, int, int, int]:
+    """(link type, snaplen, ticks per second, seconds added) of the IDB at ``off``."""
     little = _order(buf, shb) == "little"
     blen = int.from_bytes(buf[off + 4:off + 8], "little" if little else "big")
-    return pcapng.interface_from_idb(bytes(buf[off + 8:off + blen - 4]), little)
+    return idb_interface(bytes(buf[off + 8:off + blen - 4]), little)
 
 
 def read_block(f, off: int, shb: int) -> bytes:
     """The pcapng block at ``off``, in the section whose header block is at ``shb``."""
     f.seek(shb + 8)
-    order = "little" if f.read(4) == pcapng.BOM_LE else "big"
+    order = "little" if f.read(4) == BOM_LE else "big"
     f.seek(off + 4)
     length = int.from_bytes(f.read(4), order)
     f.seek(off)
@@ -152,13 +161,14 @@ def read_block(f, off: int, shb: int) -> bytes:
 def _gzip_first_ts(path: str) -> float | None:
     try:
         with gzip.open(path, "rb") as f:
-            head = f.read(pcap.HEADER_LEN + pcap.RECORD_LEN)
+            head = f.read(PCAP_HEADER_LEN + PCAP_RECORD_LEN)
     except (OSError, EOFError):
         return None
-    hdr = pcap.parse_header(head[:pcap.HEADER_LEN])
-    if hdr is None or len(head) < pcap.HEADER_LEN + pcap.RECORD_LEN:
+    hdr = pcap_header(head[:PCAP_HEADER_LEN])
+    if hdr is None or len(head) < PCAP_HEADER_LEN + PCAP_RECORD_LEN:
         return None
-    order = "little" if hdr.little_endian else "big"
+    little, nanos = hdr[0], hdr[1]
+    order = "little" if little else "big"
     sec = int.from_bytes(head[24:28], order)
     frac = int.from_bytes(head[28:32], order)
-    return sec + frac / (1e9 if hdr.nanoseconds else 1e6)
+    return sec + frac / (1e9 if nanos else 1e6)
