@@ -1,31 +1,24 @@
-"""The classifier on hand-built segment sequences: one test per catalog case's wire pattern."""
+"""The compiled classifier on hand-built segment sequences: one test per catalog case's wire
+pattern, each expectation reasoned from what the kernel does."""
 
 from __future__ import annotations
 
 from analyzer import cases
-from analyzer.classify import RULES, Context, classify
+from analyzer.core import verdict as cv
 from analyzer.segment import ICMP_HOST_UNREACH
-from analyzer.tracker import Tracker
+from tests.core_helpers import classify_one, verdicts
 from tests.segments import Flow, handshake
 
 
-def verdicts(f: Flow, ctx: Context | None = None):
-    done = []
-    t = Tracker(done.append)
-    for seg in f.segments:
-        t.feed(seg)
-    t.close()
-    return [classify(c, ctx) for c in sorted(done, key=lambda c: c.conn_id)]
-
-
-def one(f: Flow, ctx: Context | None = None):
-    (v,) = verdicts(f, ctx)
+def one(f: Flow):
+    (v,) = verdicts(f.segments)
     return v
 
 
-def test_rules_cover_the_catalog():
-    names = {r.__name__.removeprefix("rule_") for r in RULES}
-    assert names == set(cases.BY_ID)
+def test_the_core_names_the_catalog_in_its_order():
+    assert cv.CASE_IDS == tuple(c.id for c in cases.CATALOG)
+    assert [cv.case_id(i) for i in range(len(cases.CATALOG))] == [c.id for c in cases.CATALOG]
+    assert set(cv.RULE_ORDER) == set(cases.BY_ID)  # one rule per case, none without a case
 
 
 def test_refused():
@@ -97,9 +90,30 @@ def test_syn_timeout_and_backlog_overflow_need_a_listener_seen():
     for _ in range(3):
         f("c", "S", 1000, dt=1.0)
     assert one(f).case == "syn_timeout"
-    ctx = Context({("10.0.0.2", 80): 3})  # the port accepted other connections
-    v = one(f, ctx)
+    # the port accepted another connection in the same capture: the listener exists
+    g = Flow(client=("10.0.0.9", 41000), ts=990.0)
+    handshake(g)
+    v = verdicts(g.segments + f.segments)[1]
     assert v.case == "backlog_overflow" and v.confidence == "likely" and v.rival == "syn_timeout"
+    # the same, told directly (the observer's listener knowledge)
+    v = classify_one(f.segments, f.ends["c"], f.ends["s"], listener_seen=True)
+    assert v.case == "backlog_overflow" and v.rival == "syn_timeout"
+    assert classify_one(f.segments, f.ends["c"], f.ends["s"], False).case == "syn_timeout"
+
+
+def test_a_listener_seen_only_later_in_the_capture_counts_at_the_end_only():
+    # the classifier runs when a connection finishes; a SYN/ACK from the server after that
+    # cannot change it: an unanswered attempt finished by the idle timeout before the port
+    # answered anyone is a syn_timeout
+    from analyzer.pipeline import Timeouts
+
+    f = Flow()
+    for _ in range(3):
+        f("c", "S", 1000, dt=1.0)
+    g = Flow(client=("10.0.0.9", 41000), ts=f.ts + 100.0)
+    handshake(g)
+    first, _second = verdicts(f.segments + g.segments, Timeouts(idle=10.0))
+    assert first.case == "syn_timeout"
 
 
 def test_backlog_overflow_syns_ignored_then_answered():
