@@ -4,6 +4,8 @@ labels, Zeek's baselines and the generator's labels)."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from pathlib import Path
 
 from analyzer.core.observer import Observer
@@ -76,3 +78,38 @@ def bundled_captures() -> list[Path]:
 
 def oracle_traces() -> list[Path]:
     return sorted(p for p in ORACLE.rglob("*") if p.is_file()) if ORACLE.is_dir() else []
+
+
+# ------------------------------------------------------------------ small captures, packed here
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_frame(src: str, sport: int, dst: str, dport: int, seq: int, ack: int, flags: int,
+              payload: bytes = b"", window: int = 512, ip_id: int = 1) -> bytes:
+    """An Ethernet frame holding an IPv4 TCP segment, checksums right (RFC 791, RFC 9293)."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
+                      flags, window, 0, 0) + payload
+    csum = _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ip_id, 0, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00" + ip + tcp
+
+
+def pcap(frames: list[tuple[float, bytes]]) -> bytes:
+    """A classic little-endian microsecond pcap of Ethernet frames."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for ts, data in frames:
+        sec = int(ts)
+        out.append(struct.pack("<IIII", sec, round((ts - sec) * 1e6), len(data), len(data)))
+        out.append(data)
+    return b"".join(out)
