@@ -172,6 +172,12 @@ def _flows():
     handshake(f)
     f("c", "F.", 1001, 5001)
     f("s", ".", 5001, 1002)
+    for name, wait in (("close_wait_waited_long_enough", 0.6), ("close_wait_too_soon", 0.4)):
+        f = new(name)  # a short connection: how long the server sat on the FIN decides
+        handshake(f)
+        f("c", "F.", 1001, 5001)
+        f("s", ".", 5001, 1002)
+        f("s", "P.", 5001, 1002, 10, dt=wait)
     f = new("graceful")
     handshake(f)
     f("c", "F.", 1001, 5001)
@@ -307,6 +313,9 @@ EXPECTED = {
     "ignored_reset_no_effect": ("ignored_reset", "certain", None),
     "close_wait_stall": ("close_wait_stall", "certain", "graceful"),  # (a rival even certain)
     "close_wait_quick": ("close_wait_stall", "likely", "graceful"),  # too short to be sure
+    # under a second in all: the server kept the FIN unanswered half a second, or not
+    "close_wait_waited_long_enough": ("close_wait_stall", "certain", "graceful"),
+    "close_wait_too_soon": ("close_wait_stall", "likely", "graceful"),
     "graceful": ("graceful", "certain", None),
     "half_close": ("half_close", "certain", None),
     "simultaneous_close": ("simultaneous_close", "certain", None),
