@@ -162,6 +162,158 @@ cdef double py_round(double x, int ndigits) except? -1.0:
     return r
 
 
+# ---------------------------------------------------------------- floats without dtoa
+# Python's repr and round go through dtoa's big-number arithmetic: three times a record, that was
+# an eighth of the short mix's time. Most times and durations have a short decimal form that
+# exact integer arithmetic finds and IEEE division proves; anything else still goes to dtoa.
+#
+# x = m * 2**-sh exactly (a positive normal double, 2**52 <= m < 2**53). The k-decimal below x is
+# floor(m * 10**k / 2**sh), in 128-bit integers (m * 10**9 < 2**83). A decimal D / 10**k with
+# D < 2**53 and k <= 22 reads back as the IEEE quotient D / 10**k, rounded once, as strtod rounds
+# (both operands are exact doubles): so `<double>D / 10**k == x` says exactly whether the text
+# reads back as x. repr(x) is the shortest text that reads back as x (the closest to x among the
+# shortest); for 1e-4 <= x < 1e16 it is written in positional notation, and since a double below
+# 2**52 has an ulp under 1, "shortest" means the fewest decimals k. The texts that read back as x
+# form an interval around x, so at each k one of the two k-decimals either side of x reads back
+# if any does; that one is repr(x) when its outer neighbours do not (more than one: ask dtoa).
+
+cdef extern from *:
+    """
+    #define RSTSCOPE_TWO_53 ((uint64_t)1 << 53)
+    """
+    # GCC and Clang's 128-bit integer (x86-64, arm64): m * 10**k exactly
+    ctypedef unsigned long long wide_t "unsigned __int128"
+    const uint64_t TWO_53 "RSTSCOPE_TWO_53"  # integers below it are exact doubles
+cdef uint64_t POW10_INT[10]
+cdef double POW10_DBL[10]
+POW10_INT[0] = 1
+POW10_DBL[0] = 1.0
+for _k in range(1, 10):
+    POW10_INT[_k] = POW10_INT[_k - 1] * 10
+    POW10_DBL[_k] = <double>POW10_INT[_k]
+
+
+cdef inline int split_double(double x, uint64_t* m) noexcept nogil:
+    """x = m * 2**-sh: returns sh, or 0 where x is not a positive normal double below 2**52
+    whose binary point lies within 120 bits (then the caller asks dtoa)."""
+    cdef uint64_t bits
+    cdef int biased
+    memcpy(&bits, &x, 8)
+    biased = <int>(bits >> 52)  # the sign bit is above it: negative x gives biased > 2047
+    if biased == 0 or biased >= 1075 or biased < 1075 - 120:
+        return 0
+    m[0] = (bits & ((<uint64_t>1 << 52) - 1)) | (<uint64_t>1 << 52)
+    return 1075 - biased
+
+
+cdef inline bint reads_back(uint64_t d, int k, double x) noexcept nogil:
+    return d < TWO_53 and <double>d / POW10_DBL[k] == x
+
+
+cdef int shortest_text(double x, int max_k, char* out) noexcept nogil:
+    """repr(x) into out (48 bytes) if it has at most max_k (<= 9) decimals and x >= 1e-4;
+    returns its length, or 0 where dtoa must answer."""
+    cdef uint64_t m, below, above, d, whole, frac
+    cdef wide_t scaled
+    cdef int sh = split_double(x, &m), k, n, j, found
+    if sh == 0:
+        return 0
+    for k in range(max_k + 1):
+        scaled = <wide_t>m * POW10_INT[k]
+        if (scaled >> sh) + 2 >= TWO_53:
+            return 0  # the decimals no longer read back as one rounding
+        below = <uint64_t>(scaled >> sh)
+        above = below + ((scaled & (((<wide_t>1) << sh) - 1)) != 0)
+        found = reads_back(below, k, x) + (above != below and reads_back(above, k, x))
+        if found == 0:
+            continue
+        if found > 1 or (below and reads_back(below - 1, k, x)) or reads_back(above + 1, k, x):
+            return 0  # several texts of k decimals read back: dtoa picks the closest
+        d = below if reads_back(below, k, x) else above
+        if k >= 4 and d < POW10_INT[k - 4]:
+            return 0  # below 1e-4: repr writes an exponent
+        whole = d // POW10_INT[k]
+        frac = d - whole * POW10_INT[k]
+        n = itoa(<int64_t>whole, out)
+        out[n] = b'.'
+        n += 1
+        if k == 0:
+            out[n] = b'0'
+            return n + 1
+        for j in range(k - 1, -1, -1):
+            out[n + j] = <char>(48 + frac % 10)
+            frac //= 10
+        return n + k
+    return 0
+
+
+cdef int put_time(Out* o, double x) except -1:
+    """repr(round(x, 9)), as the record writes start and end. If some text of at most 9 decimals
+    reads back as x (pcap's microseconds and nanoseconds since the epoch have one), the 9-decimal
+    nearest x is no farther from x than it, so it reads back as x too: round(x, 9) == x (not at a
+    power of two, where the interval of texts reading back as x is lopsided)."""
+    cdef char text[48]
+    cdef int n = 0
+    cdef uint64_t bits
+    memcpy(&bits, &x, 8)
+    if bits & ((<uint64_t>1 << 52) - 1):
+        n = shortest_text(x, 9, text)
+    if n:
+        return put(o, text, n)
+    return put_repr(o, py_round(x, 9))
+
+
+cdef int put_duration(Out* o, double x) except -1:
+    """repr(round(x, 6)), as the record writes the duration. round: the integer nearest
+    x * 10**6, ties to even (dtoa's rounding of the exact binary value), computed exactly; read
+    back as D / 10**6 (one IEEE rounding, as strtod); that double's repr has at most 6 decimals."""
+    cdef char text[48]
+    cdef uint64_t m, d
+    cdef wide_t scaled, rest, half
+    cdef int sh = split_double(x, &m), n = 0
+    cdef double r
+    if sh == 0:
+        return put_repr(o, py_round(x, 6))
+    scaled = <wide_t>m * POW10_INT[6]
+    if (scaled >> sh) + 1 >= TWO_53:
+        return put_repr(o, py_round(x, 6))
+    d = <uint64_t>(scaled >> sh)
+    rest = scaled & (((<wide_t>1) << sh) - 1)
+    half = (<wide_t>1) << (sh - 1)
+    if rest > half or (rest == half and d & 1):
+        d += 1
+    r = <double>d / POW10_DBL[6]
+    if d:
+        n = shortest_text(r, 6, text)
+    if n:
+        return put(o, text, n)
+    return put_repr(o, r)
+
+
+def time_text(double x):
+    """put_time's text, for the tests (it must equal repr(round(x, 9)))."""
+    cdef Out o
+    o.buf = NULL
+    o.len = o.cap = 0
+    try:
+        put_time(&o, x)
+        return o.buf[:o.len].decode()
+    finally:
+        free(o.buf)
+
+
+def duration_text(double x):
+    """put_duration's text, for the tests (it must equal repr(round(x, 6)))."""
+    cdef Out o
+    o.buf = NULL
+    o.len = o.cap = 0
+    try:
+        put_duration(&o, x)
+        return o.buf[:o.len].decode()
+    finally:
+        free(o.buf)
+
+
 cdef const char* HEX = b"0123456789abcdef"
 
 
@@ -325,7 +477,6 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
                      const ZeekConn* z, const Verdict* v) except -1:
     """One JSON line (with its newline): export.json_line(make_record(...))."""
     cdef int i, n
-    cdef double start = py_round(c.start, 9), end = py_round(c.end, 9)
     cdef const char* closer = verdict_closer_name(v.closer)
     puts(o, '{"file": ')
     put(o, file_json, file_len)
@@ -340,9 +491,9 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     puts(o, ', "last_frame": ')
     put_int(o, c.last_frame)
     puts(o, ', "start": ')
-    put_repr(o, start)
+    put_time(o, c.start)
     puts(o, ', "end": ')
-    put_repr(o, end)
+    put_time(o, c.end)
     puts(o, ', "packets": ')
     put_int(o, c.packets - c.duplicates)
     puts(o, ', "bytes_client": ')
@@ -399,7 +550,7 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     puts(o, '], "ip_version": ')
     put_int(o, c.ip_version)
     puts(o, ', "duration": ')
-    put_repr(o, py_round(c.end - c.start, 6))
+    put_duration(o, c.end - c.start)
     puts(o, "}\n")
     return 0
 
