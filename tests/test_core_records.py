@@ -1,10 +1,12 @@
-"""The record writer's numbers (analyzer/core/records.pyx) and the decoder's checksum sums.
+"""The record writer's numbers and addresses (analyzer/core/records.pyx) and the decoder's
+checksum sums.
 
 The writer prints start and end as ``repr(round(x, 9))`` and the duration as ``repr(round(x, 6))``
 without dtoa where exact integer arithmetic can prove the text; these tests hold that text to
 Python's own on the values captures give (pcap micro- and nanoseconds since the epoch, their
 differences) and on the awkward ones (every bit pattern, exact ties, powers of two and their
-neighbours, the edges of positional notation). The TCP checksum, summed 16 bytes at a time, is
+neighbours, the edges of positional notation). Addresses are written without inet_ntop and held to
+it (glibc's: "::" for the first longest zero run, ::a.b.c.d and ::ffff:a.b.c.d). The TCP checksum, summed 16 bytes at a time, is
 held to RFC 1071's word-by-word sum at every length and alignment.
 """
 
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import math
 import random
+import socket
 import struct
 
 import pytest
 from analyzer.core.decode import decode_frame
-from analyzer.core.records import duration_text, time_text
+from analyzer.core.records import address_text, duration_text, time_text
 
 
 def _from_bits(bits: int) -> float:
@@ -73,6 +76,23 @@ def test_times_and_durations_print_as_python_on_random_values():
     rng = random.Random(13)
     wrong = [(x, time_text(x), duration_text(x)) for x in _values(rng, 200_000)
              if time_text(x) != repr(round(x, 9)) or duration_text(x) != repr(round(x, 6))]
+    assert wrong == []
+
+
+def test_addresses_print_as_inet_ntop():
+    rng = random.Random(5)
+    packed = [rng.randbytes(4) for _ in range(3000)] + [rng.randbytes(16) for _ in range(3000)]
+    words = (0, 1, 0xA, 0x1234, 0xFFFF)
+    for mask in range(256):  # every pattern of zero words, with several values in the others
+        packed += [b"".join((v if mask >> j & 1 else 0).to_bytes(2, "big") for j in range(8))
+                   for v in words[1:]]
+    for _ in range(3000):  # IPv4-compatible and IPv4-mapped forms and their near misses
+        head = [0] * 5 + [rng.choice((0, 0xFFFF, 1))]
+        packed.append(b"".join(w.to_bytes(2, "big") for w in head) + rng.randbytes(4))
+    packed += [bytes([v, 255 - v, v, 0]) for v in (0, 1, 9, 10, 99, 100, 199, 200, 255)]
+    wrong = [(p.hex(), address_text(p)) for p in packed
+             if address_text(p) != socket.inet_ntop(
+                 socket.AF_INET6 if len(p) == 16 else socket.AF_INET, p)]
     assert wrong == []
 
 

@@ -9,9 +9,10 @@ repr, ``round(x, 9)`` for the times and ``round(x, 6)`` for the duration.
 """
 
 from cpython.mem cimport PyMem_Free
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcmp, memcpy, memset, strlen
 
 from analyzer.core.conn cimport Conn, Ep, hist_frame, hist_state
 from analyzer.core.seg cimport Addr
@@ -34,57 +35,38 @@ cdef extern from "Python.h":
     double PyOS_string_to_double(const char* s, char** endptr, object overflow) except? -1.0
     int Py_DTSF_ADD_DOT_0
 
-cdef extern from "arpa/inet.h" nogil:
-    const char* inet_ntop(int af, const void* src, char* dst, int size)
-
-cdef extern from "sys/socket.h" nogil:
-    int AF_INET
-    int AF_INET6
 
 
 # ---------------------------------------------------------------- the catalog and state names
-# Declared once in Python (analyzer.cases, analyzer.tcpstate); kept here as C strings.
+# Declared once in Python (analyzer.cases, analyzer.tcpstate); kept here as JSON strings, escaped
+# once by put_str when the module loads (_load_tables, at its end), not once a record.
 
 from analyzer import cases as _cases
 from analyzer.tcpstate import State as _State
 
-cdef list _keep_alive = []  # the bytes behind the C strings below
-cdef const char* CASE_TITLE[64]
-cdef const char* CASE_ADVICE[64]
+ctypedef struct Json:
+    const char* s  # quotes and escapes included
+    Py_ssize_t n
+
+cdef list _keep_alive = []  # the bytes behind the JSON strings below
+cdef Json CASE_ID[64]
+cdef Json CASE_TITLE[64]
+cdef Json CASE_ADVICE[64]
 cdef bint CASE_ABNORMAL[64]
-cdef const char* STATE_NAME[16]
-
-
-cdef const char* _c_string(str text):
-    b = text.encode()
-    _keep_alive.append(b)
-    return <const char*>(<bytes>b)
-
-
-def _load_tables():
-    cdef int i
-    if len(_cases.CATALOG) > 64 or len(_State) > 16:
-        raise ValueError("records.pyx: catalog or state table larger than its C arrays")
-    for i, case in enumerate(_cases.CATALOG):
-        if verdict_case_id(i) == NULL or verdict_case_id(i).decode() != case.id:
-            raise ValueError(f"records.pyx: case {i} is not {case.id} in the classifier")
-        CASE_TITLE[i] = _c_string(case.title)
-        CASE_ADVICE[i] = _c_string(case.advice)
-        CASE_ABNORMAL[i] = case.abnormal
-    for i, st in enumerate(_State):
-        STATE_NAME[i] = _c_string(st.value)
-
-
-_load_tables()
+cdef Json STATE_NAME[16]
 
 
 # ---------------------------------------------------------------- a growable byte buffer (Out)
 
-cdef int out_reserve(Out* o, Py_ssize_t more) except -1:
-    cdef Py_ssize_t cap
-    cdef char* grown
+cdef inline int out_reserve(Out* o, Py_ssize_t more) except -1:
     if o.len + more <= o.cap:
         return 0
+    return out_grow(o, more)
+
+
+cdef int out_grow(Out* o, Py_ssize_t more) except -1:
+    cdef Py_ssize_t cap
+    cdef char* grown
     cap = o.cap * 2 if o.cap else 1 << 16
     while cap < o.len + more:
         cap *= 2
@@ -362,25 +344,112 @@ cdef inline int put_cstr(Out* o, const char* s) except -1:
     return put_str(o, s, strlen(s))
 
 
+cdef inline int put_json(Out* o, Json j) except -1:
+    return put(o, j.s, j.n)
+
+
 # ---------------------------------------------------------------- pieces of a record
 
+cdef int ipv4_text(const uint8_t* b, char* out) noexcept nogil:
+    """Dotted decimal, as inet_ntop writes it (glibc's goes through sprintf: about 3% of the
+    short mix's time); returns the length, out holds at least 16 bytes."""
+    cdef int i, n = 0, v
+    for i in range(4):
+        if i:
+            out[n] = b'.'
+            n += 1
+        v = b[i]
+        if v >= 100:
+            out[n] = <char>(48 + v // 100)
+            n += 1
+        if v >= 10:
+            out[n] = <char>(48 + v // 10 % 10)
+            n += 1
+        out[n] = <char>(48 + v % 10)
+        n += 1
+    out[n] = 0
+    return n
+
+
+cdef int ipv6_text(const uint8_t* b, char* out) noexcept nogil:
+    """An IPv6 address as glibc's inet_ntop writes it: hex words without leading zeros, the
+    first longest run of two or more zero words as "::", and the last 32 bits dotted where the
+    address is IPv4-compatible (::a.b.c.d) or IPv4-mapped (::ffff:a.b.c.d)."""
+    cdef uint32_t word[8]
+    cdef int i, n = 0, best = -1, best_len = 0, run = -1, run_len = 0, shift, started
+    for i in range(8):
+        word[i] = (<uint32_t>b[2 * i] << 8) | b[2 * i + 1]
+        if word[i] == 0:
+            if run < 0:
+                run = i
+                run_len = 0
+            run_len += 1
+            if run_len > best_len:
+                best = run
+                best_len = run_len
+        else:
+            run = -1
+    if best_len < 2:
+        best = -1
+    i = 0
+    while i < 8:
+        if best >= 0 and best <= i < best + best_len:
+            if i == best:
+                out[n] = b':'
+                n += 1
+            i += 1
+            continue
+        if i:
+            out[n] = b':'
+            n += 1
+        if i == 6 and best == 0 and (best_len == 6 or (best_len == 5 and word[5] == 0xFFFF)):
+            return n + ipv4_text(b + 12, out + n)
+        started = 0
+        for shift in range(12, -1, -4):
+            if started or (word[i] >> shift) & 15 or shift == 0:
+                out[n] = HEX[(word[i] >> shift) & 15]
+                n += 1
+                started = 1
+        i += 1
+    if best >= 0 and best + best_len == 8:
+        out[n] = b':'
+        n += 1
+    out[n] = 0
+    return n
+
+
 cdef int addr_text(const Addr* a, int version, char* out) noexcept nogil:
-    """The address as socket.inet_ntop writes it (out holds at least 48 bytes)."""
-    if inet_ntop(AF_INET6 if version == 6 else AF_INET, a.b, out, 48) == NULL:
-        out[0] = 0
-    return 0
+    """The address as socket.inet_ntop writes it (out holds at least 48 bytes); its length."""
+    if version == 6:
+        return ipv6_text(a.b, out)
+    return ipv4_text(a.b, out)
 
 
-cdef int put_endpoint(Out* o, const Addr* a, int port, int version) except -1:
+def address_text(bytes packed):
+    """addr_text, for the tests (it must equal socket.inet_ntop)."""
+    cdef Addr a
+    cdef char out[48]
+    cdef int n
+    memset(a.b, 0, 16)
+    memcpy(a.b, <const char*>packed, min(len(packed), 16))
+    n = addr_text(&a, 6 if len(packed) == 16 else 4, out)
+    return out[:n].decode()
+
+
+cdef int put_endpoint(Out* o, const char* addr, Py_ssize_t addr_len, int port,
+                      int version) except -1:
     """pipeline.endpoint_text as a JSON string: "[addr]:port" for IPv6, "addr:port" otherwise
     (nothing in it needs escaping)."""
-    cdef char addr[48]
-    addr_text(a, version, addr)
-    puts(o, '"[' if version == 6 else '"')
-    puts(o, addr)
-    puts(o, "]:" if version == 6 else ":")
+    if version == 6:
+        put(o, '"[', 2)
+        put(o, addr, addr_len)
+        put(o, "]:", 2)
+    else:
+        put(o, '"', 1)
+        put(o, addr, addr_len)
+        put(o, ":", 1)
     put_int(o, port)
-    puts(o, '"')
+    put(o, '"', 1)
     return 0
 
 
@@ -392,7 +461,7 @@ cdef int put_states(Out* o, const Ep* ep) except -1:
         if i:
             puts(o, ", ")
         puts(o, "[")
-        put_cstr(o, STATE_NAME[hist_state(ep, i)])
+        put_json(o, STATE_NAME[hist_state(ep, i)])
         puts(o, ", ")
         put_int(o, hist_frame(ep, i))
         puts(o, "]")
@@ -436,22 +505,20 @@ cdef int put_text(Out* o, const Verdict* v, const Conn* c, int which) except -1:
     return 0
 
 
-cdef int put_wireshark(Out* o, const Conn* c) except -1:
-    """pipeline.wireshark_filter as a JSON string (nothing in it needs escaping)."""
-    cdef char a[48]
-    cdef char b[48]
+cdef int put_wireshark(Out* o, const Conn* c, const char* a, Py_ssize_t a_len, const char* b,
+                       Py_ssize_t b_len) except -1:
+    """pipeline.wireshark_filter as a JSON string (nothing in it needs escaping); a and b: the
+    client's and server's address texts."""
     cdef const char* ip = "ipv6" if c.ip_version == 6 else "ip"
-    addr_text(&c.client_addr, c.ip_version, a)
-    addr_text(&c.server_addr, c.ip_version, b)
     puts(o, '"')
     puts(o, ip)
     puts(o, ".addr==")
-    puts(o, a)
-    if not (strlen(a) == strlen(b) and memcmp_eq(a, b)):
+    put(o, a, a_len)
+    if not (a_len == b_len and memcmp(a, b, a_len) == 0):
         puts(o, " && ")
         puts(o, ip)
         puts(o, ".addr==")
-        puts(o, b)
+        put(o, b, b_len)
     puts(o, " && tcp.port==")
     put_int(o, c.client_port)
     puts(o, " && tcp.port==")
@@ -464,13 +531,6 @@ cdef int put_wireshark(Out* o, const Conn* c) except -1:
     return 0
 
 
-cdef inline bint memcmp_eq(const char* a, const char* b) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    while a[i] and a[i] == b[i]:
-        i += 1
-    return a[i] == b[i]
-
-
 # ---------------------------------------------------------------- the record
 
 cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const Conn* c,
@@ -478,14 +538,18 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     """One JSON line (with its newline): export.json_line(make_record(...))."""
     cdef int i, n
     cdef const char* closer = verdict_closer_name(v.closer)
+    cdef char client[48]
+    cdef char server[48]
+    cdef Py_ssize_t client_len = addr_text(&c.client_addr, c.ip_version, client)
+    cdef Py_ssize_t server_len = addr_text(&c.server_addr, c.ip_version, server)
     puts(o, '{"file": ')
     put(o, file_json, file_len)
     puts(o, ', "conn": ')
     put_int(o, c.conn_id)
     puts(o, ', "client": ')
-    put_endpoint(o, &c.client_addr, c.client_port, c.ip_version)
+    put_endpoint(o, client, client_len, c.client_port, c.ip_version)
     puts(o, ', "server": ')
-    put_endpoint(o, &c.server_addr, c.server_port, c.ip_version)
+    put_endpoint(o, server, server_len, c.server_port, c.ip_version)
     puts(o, ', "first_frame": ')
     put_int(o, c.first_frame)
     puts(o, ', "last_frame": ')
@@ -501,7 +565,7 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     puts(o, ', "bytes_server": ')
     put_int(o, c.d[1].bytes)
     puts(o, ', "case": ')
-    put_cstr(o, verdict_case_id(v.case))
+    put_json(o, CASE_ID[v.case])
     puts(o, ', "closer": ')
     if closer == NULL:
         puts(o, "null")
@@ -521,13 +585,13 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
             puts(o, ", ")
         put_int(o, v.evidence[i])
     puts(o, '], "wireshark": ')
-    put_wireshark(o, c)
+    put_wireshark(o, c, client, client_len, server, server_len)
     puts(o, ', "zeek_state": ')
     put_py_str(o, zeek_conn_state(z))
     puts(o, ', "zeek_history": ')
     put_py_str(o, zeek_history(z))
     puts(o, ', "title": ')
-    put_cstr(o, CASE_TITLE[v.case])
+    put_json(o, CASE_TITLE[v.case])
     puts(o, ', "abnormal": ')
     puts(o, "true" if CASE_ABNORMAL[v.case] else "false")
     puts(o, ', "confidence": ')
@@ -536,11 +600,11 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     if v.rival < 0:
         puts(o, "null")
     else:
-        put_cstr(o, verdict_case_id(v.rival))
+        put_json(o, CASE_ID[v.rival])
     puts(o, ', "reason": ')
     put_text(o, v, c, -1)
     puts(o, ', "advice": ')
-    put_cstr(o, CASE_ADVICE[v.case])
+    put_json(o, CASE_ADVICE[v.case])
     puts(o, ', "anomalies": [')
     n = verdict_n_secondary(v, c)
     for i in range(n):
@@ -556,8 +620,9 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
 
 
 cdef int put_py_str(Out* o, str text) except -1:
-    b = text.encode()
-    return put_str(o, <const char*>(<bytes>b), len(b))
+    cdef Py_ssize_t n
+    cdef const char* s = PyUnicode_AsUTF8AndSize(text, &n)  # kept by the str: no copy a record
+    return put_str(o, s, n)
 
 
 cdef class JsonLines:
@@ -596,3 +661,40 @@ cdef class JsonLines:
 def round_like_python(double x, int ndigits):
     """py_round, for the tests (it must equal round(x, ndigits))."""
     return py_round(x, ndigits)
+
+
+# ---------------------------------------------------------------- the tables, escaped once
+
+cdef Json _json_text(str text) except *:
+    cdef Out o
+    cdef Json j
+    b = text.encode()
+    o.buf = NULL
+    o.len = o.cap = 0
+    try:
+        put_str(&o, <const char*>(<bytes>b), len(b))
+        kept = o.buf[:o.len]
+    finally:
+        free(o.buf)
+    _keep_alive.append(kept)
+    j.s = <const char*>(<bytes>kept)
+    j.n = len(kept)
+    return j
+
+
+def _load_tables():
+    cdef int i
+    if len(_cases.CATALOG) > 64 or len(_State) > 16:
+        raise ValueError("records.pyx: catalog or state table larger than its C arrays")
+    for i, case in enumerate(_cases.CATALOG):
+        if verdict_case_id(i) == NULL or verdict_case_id(i).decode() != case.id:
+            raise ValueError(f"records.pyx: case {i} is not {case.id} in the classifier")
+        CASE_ID[i] = _json_text(case.id)
+        CASE_TITLE[i] = _json_text(case.title)
+        CASE_ADVICE[i] = _json_text(case.advice)
+        CASE_ABNORMAL[i] = case.abnormal
+    for i, st in enumerate(_State):
+        STATE_NAME[i] = _json_text(st.value)
+
+
+_load_tables()
