@@ -19,7 +19,7 @@ import struct
 
 import pytest
 from analyzer.core.decode import decode_frame
-from analyzer.core.records import address_text, duration_text, time_text
+from analyzer.core.records import address_text, duration_text, integer_text, time_text
 
 
 def _from_bits(bits: int) -> float:
@@ -77,6 +77,14 @@ def test_times_and_durations_print_as_python_on_random_values():
     wrong = [(x, time_text(x), duration_text(x)) for x in _values(rng, 200_000)
              if time_text(x) != repr(round(x, 9)) or duration_text(x) != repr(round(x, 6))]
     assert wrong == []
+
+
+def test_integers_print_as_str():
+    rng = random.Random(3)
+    values = [0, 1, -1, 9, 10, 99, 100, 101, 999, 1000, 2**63 - 1, -2**63, -(2**63 - 1)]
+    values += [10**k + d for k in range(19) for d in (-1, 0, 1) if 10**k + d < 2**63]
+    values += [rng.randrange(-2**63, 2**63) >> rng.randrange(64) for _ in range(20_000)]
+    assert [integer_text(v) for v in values] == [str(v) for v in values]
 
 
 def test_addresses_print_as_inet_ntop():
