@@ -8,7 +8,10 @@ gives for the same connection: json.dumps' escaping with ensure_ascii off, float
 repr, ``round(x, 9)`` for the times and ``round(x, 6)`` for the duration.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -30,6 +33,10 @@ from analyzer.core.zeekview cimport ZeekConn, zeek_conn_state, zeek_history
 
 
 cdef extern from "Python.h":
+    ctypedef struct PyVarObject:
+        pass
+    void Py_SET_SIZE(PyVarObject* o, Py_ssize_t size)
+    int _PyBytes_Resize(PyObject** b, Py_ssize_t size) except -1
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
                                 int* ptype) except NULL
     double PyOS_string_to_double(const char* s, char** endptr, object overflow) except? -1.0
@@ -68,9 +75,24 @@ cdef inline int out_reserve(Out* o, Py_ssize_t more) except -1:
 cdef int out_grow(Out* o, Py_ssize_t more) except -1:
     cdef Py_ssize_t cap
     cdef char* grown
-    cap = o.cap * 2 if o.cap else 1 << 16
+    cap = o.cap * 2 if o.cap else max(1 << 16, o.hint)
     while cap < o.len + more:
         cap *= 2
+    if o.hint >= 0:  # JsonLines: a bytes object, so that take() hands it over without a copy
+        if o.chunk == NULL:
+            fresh = PyBytes_FromStringAndSize(NULL, cap)
+            Py_INCREF(fresh)  # Out's own reference
+            o.chunk = <PyObject*>fresh
+        else:
+            try:
+                _PyBytes_Resize(&o.chunk, cap)  # (Out holds the only reference)
+            except MemoryError:
+                o.buf = NULL  # (the chunk is gone, its lines with it)
+                o.len = o.cap = 0
+                raise
+        o.buf = PyBytes_AS_STRING(<object>o.chunk)
+        o.cap = cap
+        return 0
     grown = <char*>realloc(o.buf, cap)
     if grown == NULL:
         raise MemoryError()
@@ -289,8 +311,8 @@ def integer_text(int64_t v):
 def time_text(double x):
     """put_time's text, for the tests (it must equal repr(round(x, 9)))."""
     cdef Out o
-    o.buf = NULL
-    o.len = o.cap = 0
+    memset(&o, 0, sizeof(Out))
+    o.hint = -1  # malloc'd
     try:
         put_time(&o, x)
         return o.buf[:o.len].decode()
@@ -301,8 +323,8 @@ def time_text(double x):
 def duration_text(double x):
     """put_duration's text, for the tests (it must equal repr(round(x, 6)))."""
     cdef Out o
-    o.buf = NULL
-    o.len = o.cap = 0
+    memset(&o, 0, sizeof(Out))
+    o.hint = -1  # malloc'd
     try:
         put_duration(&o, x)
         return o.buf[:o.len].decode()
@@ -653,15 +675,13 @@ cdef class JsonLines:
     """JSON Lines of finished connections, accumulated until taken."""
 
     def __cinit__(self):
-        self.out.buf = NULL
-        self.out.len = 0
-        self.out.cap = 0
+        memset(&self.out, 0, sizeof(Out))  # hint 0: written into bytes objects
 
     def __init__(self, str file):
         self.set_file(file)
 
     def __dealloc__(self):
-        free(self.out.buf)
+        Py_XDECREF(self.out.chunk)
 
     def set_file(self, str file):
         import json
@@ -674,8 +694,20 @@ cdef class JsonLines:
 
     def take(self):
         """The lines so far, as bytes (UTF-8); the buffer starts again."""
-        data = (<char*>self.out.buf)[:self.out.len] if self.out.len else b""
-        self.out.len = 0
+        cdef object data
+        if self.out.len == 0:
+            return b""
+        # The bytes object keeps its allocation (freed whole, by size-less PyObject_Free) and
+        # says it holds len bytes: realloc'd smaller, the next chunk at `hint` would not fit in
+        # its place, and glibc maps and unmaps each one (twice the page faults of a copy).
+        Py_SET_SIZE(<PyVarObject*>self.out.chunk, self.out.len)
+        self.out.buf[self.out.len] = 0  # bytes end with a NUL (the allocation has cap + 1)
+        data = <object>self.out.chunk
+        Py_DECREF(data)  # the reference Out held is now data's
+        self.out.hint = self.out.cap
+        self.out.chunk = NULL
+        self.out.buf = NULL
+        self.out.len = self.out.cap = 0
         return data
 
     def __len__(self):
@@ -693,8 +725,8 @@ cdef Json _json_text(str text) except *:
     cdef Out o
     cdef Json j
     b = text.encode()
-    o.buf = NULL
-    o.len = o.cap = 0
+    memset(&o, 0, sizeof(Out))
+    o.hint = -1  # malloc'd
     try:
         put_str(&o, <const char*>(<bytes>b), len(b))
         kept = o.buf[:o.len]
