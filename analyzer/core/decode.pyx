@@ -196,20 +196,34 @@ cdef inline uint32_t u16(const uint8_t* p, bint little) noexcept nogil:
     return ((<uint32_t>p[1] << 8) | p[0]) if little else be16(p)
 
 
+cdef extern from *:
+    # GCC and Clang's 128-bit integer (x86-64, arm64): a 64-bit add with its carry kept (sum_mod)
+    ctypedef unsigned long long wide_sum_t "unsigned __int128"
+
+
 cdef uint64_t sum_mod(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     """The big-endian integer of p[0:n], padded with a zero byte to an even length, modulo 0xFFFF
     (the Internet checksum's arithmetic). 2**16 == 1 mod 0xFFFF, so this is the sum of its 16-bit words,
-    or of its 64-bit words with end-around carry (0xFFFF divides 2**64 - 1). A word loaded in a
-    little-endian host's order is the byte swap, 256 times the value mod 0xFFFF (256**2 == 1)."""
-    cdef uint64_t acc = 0, w
+    or of its 64-bit words (0xFFFF divides 2**64 - 1, so a carry out of bit 63 is worth 1). A word
+    loaded in a little-endian host's order is the byte swap, 256 times the value mod 0xFFFF
+    (256**2 == 1). The 64-bit words go into two 128-bit sums that keep their carries (add and
+    adc, no compare per word; two so that the adds overlap): about twice the bytes per cycle."""
+    cdef wide_sum_t even = 0, odd = 0
+    cdef uint64_t acc, w, v
     cdef uint32_t h
     cdef Py_ssize_t i = 0
-    while i + 8 <= n:
+    while i + 16 <= n:
         memcpy(&w, p + i, 8)
-        acc += w
-        acc += acc < w  # the carry out of bit 63 comes back in at bit 0
+        memcpy(&v, p + i + 8, 8)
+        even += w
+        odd += v
+        i += 16
+    if i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        even += w
         i += 8
-    acc %= 0xFFFF
+    even += odd
+    acc = <uint64_t>even % 0xFFFF + <uint64_t>(even >> 64) % 0xFFFF
     if i + 4 <= n:
         memcpy(&h, p + i, 4)
         acc += h

@@ -4,10 +4,14 @@ from analyzer.core.conn cimport Conn
 from analyzer.core.verdict cimport Verdict
 from analyzer.core.zeekview cimport ZeekConn
 
+from cpython.object cimport PyObject
+
 ctypedef struct Out:
-    char* buf
+    char* buf  # malloc'd, or (JsonLines) the bytes of `chunk`
     Py_ssize_t len
     Py_ssize_t cap
+    PyObject* chunk  # JsonLines: the bytes object written into and handed over whole by take()
+    Py_ssize_t hint  # JsonLines: the last chunk's capacity, the next one's first
 
 cdef class JsonLines:
     cdef Out out
