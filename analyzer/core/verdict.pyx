@@ -688,9 +688,9 @@ cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nog
         if c.ep[b].state == S_CLOSE_WAIT and fin_present(da) and not c.d[b].n_rst:
             waited = c.end - da.last_ts if da.last_ts != 0.0 else 0.0
             put_frame(v, da.fin_frame)
-            v.rival = K_GRACEFUL  # (a rival even when certain)
             if not (waited >= 0.5 or c.end - c.start > 1):
-                v.confidence = CONF_LIKELY
+                v.confidence = CONF_LIKELY  # too short to tell a stall from a slow close()
+                v.rival = K_GRACEFUL
             reason(v, RS_CLOSE_WAIT, b, 0, da.fin_frame, 0, 0)
             return True
     return False
