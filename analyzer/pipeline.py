@@ -81,7 +81,7 @@ def make_record(conn: Connection, verdict: Verdict, file: str) -> dict:
         "last_frame": conn.last_frame,
         "start": round(conn.start, 9),
         "end": round(conn.end, 9),
-        "packets": conn.packets - conn.duplicates,
+        "packets": conn.packets,  # (capture duplicates were never counted)
         "bytes_client": conn.sent["client"].bytes,
         "bytes_server": conn.sent["server"].bytes,
         "case": verdict.case,

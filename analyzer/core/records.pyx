@@ -605,7 +605,7 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     puts(o, ', "end": ')
     put_time(o, c.end)
     puts(o, ', "packets": ')
-    put_int(o, c.packets - c.duplicates)
+    put_int(o, c.packets)  # (capture duplicates were never counted)
     puts(o, ', "bytes_client": ')
     put_int(o, c.d[0].bytes)
     puts(o, ', "bytes_server": ')
