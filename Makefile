@@ -60,7 +60,7 @@ SAN_CHECK = if ls $(ASAN_DIR)/reports/asan.* $(ASAN_DIR)/reports/ubsan.* >/dev/n
 	head -n 60 $(ASAN_DIR)/reports/*; echo "rstscope: sanitizer reports in $(ASAN_DIR)/reports" >&2; \
 	exit 1; else echo "rstscope: no sanitizer report"; fi
 CORE_TESTS := tests/test_core_decode.py tests/test_core_observer.py tests/test_core_conn.py \
-	tests/test_core_zeek.py tests/test_core_verdict.py
+	tests/test_core_zeek.py tests/test_core_verdict.py tests/test_core_records.py
 
 asan-build:
 	mkdir -p $(ASAN_DIR)

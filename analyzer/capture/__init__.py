@@ -9,12 +9,3 @@
     reader.problems                    # damage met while reading (DamagedCapture, DamagedFrames)
 """
 
-
-def open_capture(path, *, name=None, check_ip_checksums=True):
-    """``open_native`` with IPv4 header checksums checked unless told otherwise (the default of
-    the Python reader it replaced): kept only for the core's parity tests owned elsewhere
-    (tests/test_core_conn.py, test_core_verdict.py, test_core_zeek.py); new code calls
-    open_native."""
-    from analyzer.core.decode import open_native
-
-    return open_native(path, name=name, check_ip_checksums=check_ip_checksums)
