@@ -50,6 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 CAPTURES = sorted((REPO / "captures").glob("*.pcap"))
 ORACLE_TRACES = sorted(p for p in (oracle_dir() / "traces").rglob("*") if p.is_file()) \
     if (oracle_dir() / "traces").is_dir() else []
+# The frozen Python reader decodes no tunnel: the native one is compared with it on the rest
+# (tests/test_tunnels.py holds the tunnels to scapy's and tshark's reading).
+ORACLE_TRACES = [p for p in ORACLE_TRACES if "tunnels" not in p.parts]
 STAT_FIELDS = [f.name for f in dataclasses.fields(ReadStats)]
 COUNTERS = [f for f in STAT_FIELDS
             if f not in ("format", "compressed", "frames", "link_types", "bytes_read",
@@ -667,7 +670,7 @@ def test_fuzz_mutants_parity(tmp_path):
     """analyzer.fuzz's mutators (truncations, flips, lying lengths, broken pcapng structure,
     gzip cuts, generated captures ...) over the captures and traces: both readers agree on every
     input, with and without IPv4 header checksum checking."""
-    seeds = fuzz.load_seeds()
+    seeds = [s for s in fuzz.load_seeds() if "tunnels" not in Path(s.name).parts]
     assert seeds
     path = str(tmp_path / "m.bin")
     failures = []
