@@ -127,7 +127,7 @@ class Connection:
 
     __slots__ = ("conn_id", "client", "server", "ip_version", "first_frame", "last_frame",
                  "start", "end", "packets", "duplicates", "ep", "sent", "icmp", "anomalies",
-                 "pending_challenge", "zeek")
+                 "pending_challenge", "zeek", "tunnel")
 
     def __init__(self, conn_id: int, seg: Segment, client: tuple[str, int],
                  server: tuple[str, int]):
@@ -137,6 +137,7 @@ class Connection:
         self.ip_version = seg.ip_version
         self.first_frame = seg.frame
         self.last_frame = seg.frame
+        self.tunnel = None  # pipeline.RECORD_FIELDS["tunnel"] (the compiled core fills it)
         self.start = seg.ts
         self.end = seg.ts
         self.packets = 0
