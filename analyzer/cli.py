@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--zeek-boundaries", action="store_true",
                    help="split connections where Zeek would (5 s attempt and close delays), "
                         "to compare rows one to one with a Zeek conn.log")
+    a.add_argument("--zeek-ignore-checksums", action="store_true",
+                   help="zeek_state/zeek_history as Zeek run with -C gives them: segments with a "
+                        "bad TCP checksum (or in a tunnel whose UDP checksum is bad) count as "
+                        "good ones, where by default they leave only a C")
+    a.add_argument("--zeek-bare-mode", action="store_true",
+                   help="zeek_history as Zeek run with -b gives it: fewer ports count as likely "
+                        "servers, so fewer connections are flipped (^)")
     a.add_argument("--max-open", type=int, metavar="N",
                    help="at most N connections open at once (100000): past it the least "
                         "recently active one is finished early; raise it for floods (about "

@@ -112,3 +112,4 @@ class Connection:
     anomalies: list[Anomaly]
     pending_challenge: dict[str, RstFact]  # receiver role -> a RST awaiting its challenge ACK
     zeek: object = None  # Zeek's conn_state and history (observer.ZeekFields)
+    tunnel: object = None  # pipeline.RECORD_FIELDS["tunnel"]: the tunnel it came through

@@ -744,6 +744,62 @@ def m_generated(seed: Seed, rng: random.Random) -> Mutant:
                   f"{fmt} {len(specs)} segments", exits=frozenset((0,)))
 
 
+# --- tunnelled captures: the generated segments inside the encapsulations Zeek decodes -------
+
+_OUTER4 = (bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7]))
+
+
+def _outer_ip4(proto: int, payload: bytes, reverse: bool) -> bytes:
+    src, dst = _OUTER4[::-1] if reverse else _OUTER4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000, 64, proto, 0,
+                     src, dst)
+    return ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:] + payload
+
+
+def _udp(port: int, payload: bytes, reverse: bool) -> bytes:
+    sport, dport = (port, 50000) if reverse else (50000, port)
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload  # no checksum
+
+
+TUNNELS: dict[str, Callable[[bytes, bool], bytes]] = {  # kind -> (inner IP, reverse) -> IPv4
+    "ipip": lambda p, r: _outer_ip4(4 if p[0] >> 4 == 4 else 41, p, r),
+    "gre": lambda p, r: _outer_ip4(47, struct.pack("!HH", 0, 0x0800 if p[0] >> 4 == 4
+                                                   else 0x86DD) + p, r),
+    "erspan2": lambda p, r: _outer_ip4(47, struct.pack("!HHI", 0x1000, 0x88BE, 1)
+                                       + bytes(8) + ethernet(p), r),
+    "vxlan": lambda p, r: _outer_ip4(17, _udp(4789, struct.pack("!II", 0x08000000, 42 << 8)
+                                              + ethernet(p), r), r),
+    "geneve": lambda p, r: _outer_ip4(17, _udp(6081, struct.pack("!BBHI", 0, 0, 0x6558, 0)
+                                               + ethernet(p), r), r),
+    "gtpu": lambda p, r: _outer_ip4(17, _udp(2152, struct.pack("!BBHI", 0x30, 255, len(p), 7)
+                                             + p, r), r),
+    "teredo": lambda p, r: _outer_ip4(17, _udp(3544, p, r), r),  # (IPv6 inside only)
+}
+
+
+def m_tunnelled(seed: Seed, rng: random.Random) -> Mutant:
+    """Generated segments inside a tunnel, maybe inside a second one, maybe cut short."""
+    specs = random_specs(rng, rng.choice([2, 5, 10, 30]))
+    kinds = [rng.choice(list(TUNNELS)) for _ in range(rng.choice([1, 1, 2]))]
+    blob = synth_capture(specs, "pcap", isn=rng.randrange(2**32))
+    lay = pcap_layout(blob)
+    recs = []
+    for sec, frac, frame in pcap_records(blob, lay):
+        ip = frame[14:]
+        for kind in kinds:
+            if kind == "teredo" and ip[0] >> 4 != 6:
+                kind = "gtpu"
+            ip = TUNNELS[kind](ip, rng.random() < 0.5)
+        frame = ethernet(ip)
+        if rng.random() < 0.1:
+            frame = frame[:rng.randrange(14, len(frame) + 1)]
+        recs.append((sec, frac, frame))
+    fmt = rng.choice(["pcap", "pcapng"])
+    data = pcap_file(recs)
+    return Mutant("tunnelled", pcap_to_pcapng(data) if fmt == "pcapng" else data,
+                  f"{fmt} {len(specs)} segments in {'/'.join(kinds)}", exits=frozenset((0, 1)))
+
+
 MUTATORS: dict[str, tuple[Callable, int]] = {  # category -> (mutator, weight)
     "truncate-boundary": (m_truncate_boundary, 6),
     "truncate-inside": (m_truncate_inside, 12),
@@ -761,6 +817,7 @@ MUTATORS: dict[str, tuple[Callable, int]] = {  # category -> (mutator, weight)
     "splice": (m_splice, 4),
     "gzip": (m_gzip, 3),
     "generated": (m_generated, 5),
+    "tunnelled": (m_tunnelled, 3),
 }
 
 

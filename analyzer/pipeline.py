@@ -66,6 +66,10 @@ RECORD_FIELDS: dict[str, str] = {
     "anomalies": "secondary observations: impossible transitions, retransmissions, ...",
     "ip_version": "4 or 6",
     "duration": "end - start, seconds",
+    "tunnel": "null, or the tunnel the connection's first packet came in, as Zeek's "
+              "tunnel_parents names it: {kind: ip, gre, teredo, ayiya, vxlan, geneve or gtpv1; "
+              "outer_client, outer_server: the outer endpoints on the client's and the server's "
+              "side (addr:port for UDP tunnels, addr otherwise); depth: tunnels around it}",
 }
 
 
@@ -103,6 +107,7 @@ def make_record(conn: Connection, verdict: Verdict, file: str) -> dict:
         "anomalies": verdict.secondary,
         "ip_version": conn.ip_version,
         "duration": round(conn.end - conn.start, 6),
+        "tunnel": conn.tunnel,
     }
 
 

@@ -1085,6 +1085,8 @@ def test_fuzz_mutants(tmp_path):
     categories = set()
     for index in range(FUZZ_INPUTS):
         m, base = fuzz.make_mutant(seeds, FUZZ_SEED, index)
+        if m.category == "tunnelled":
+            continue  # the Python reader decodes no tunnel
         categories.add(m.category)
         with open(path, "wb") as fh:
             fh.write(m.data)

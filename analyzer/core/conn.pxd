@@ -18,7 +18,7 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, int16_t
 
-from analyzer.core.seg cimport Addr, Seg
+from analyzer.core.seg cimport Addr, Seg, Tunnel
 
 # A kept (frame, ts) pair: a SYN, a SYN/ACK (frames and times are kept together: Python's two
 # lists always have the same length) or a rung of a retransmission ladder.
@@ -152,6 +152,7 @@ ctypedef struct ConnMore:
     RstRec* pend_copy  # [2]: a pending challenge's RST that its sender's list did not keep
     uint32_t n_anom  # all anomalies, kept or not
     uint8_t n_icmp
+    Tunnel* tunnel  # the first segment's tunnel, outer_src on the client's side; NULL: none
 
 ctypedef struct Conn:
     int64_t conn_id

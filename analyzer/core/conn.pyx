@@ -38,6 +38,7 @@ from analyzer.core.seg cimport (
     F_RST,
     F_SYN,
     ICMP_NONE,
+    TUN_NONE,
     Addr,
     Seg,
     addr_eq,
@@ -51,6 +52,7 @@ import dataclasses
 from analyzer import connection as _pyconn
 from analyzer import tcpstate as _pystate
 from analyzer.connection import Connection, DirFacts, IcmpFact, RstFact
+from analyzer.core.seg import TUNNEL_KINDS
 from analyzer.segment import ICMP_KINDS
 from analyzer.tcpstate import Anomaly, Endpoint
 
@@ -401,6 +403,24 @@ cdef int conn_init(Conn* c, int64_t conn_id, const Seg* s, const Addr* client_ad
     c.last_frame = s.frame
     c.start = s.ts
     c.end = s.ts
+    if s.tunnel.kind:
+        return conn_keep_tunnel(c, s)
+    return 0
+
+
+cdef int conn_keep_tunnel(Conn* c, const Seg* s) noexcept nogil:
+    """Keep the first segment's tunnel (in ConnMore), its outer source on the client's side."""
+    cdef ConnMore* m = conn_more(c)
+    cdef Tunnel* t
+    if m == NULL:
+        return -1
+    t = m.tunnel = <Tunnel*>malloc(sizeof(Tunnel))
+    if t == NULL:
+        return -1
+    t[0] = s.tunnel
+    if not (addr_eq(&s.src, &c.client_addr) and s.sport == c.client_port):
+        t.outer_src, t.outer_dst = s.tunnel.outer_dst, s.tunnel.outer_src
+        t.outer_sport, t.outer_dport = s.tunnel.outer_dport, s.tunnel.outer_sport
     return 0
 
 
@@ -433,6 +453,7 @@ cdef void conn_free(Conn* c) noexcept nogil:
         free(c.more.icmp)
         free(c.more.anom)
         free(c.more.pend_copy)
+        free(c.more.tunnel)
         free(c.more)
         c.more = NULL
     c.pend[0] = c.pend[1] = 0
@@ -954,7 +975,21 @@ cdef object conn_export(const Conn* c):
             pending[_ROLES[r]] = rsts[1 - r][i - 1]  # the same object, as in Python
     conn.pending_challenge = pending
     conn.zeek = None
+    conn.tunnel = tunnel_export(cm.tunnel)
     return conn
+
+
+cdef object tunnel_export(const Tunnel* t):
+    """pipeline.RECORD_FIELDS["tunnel"] (records.pyx writes the same as JSON)."""
+    if t == NULL or t.kind == TUN_NONE:
+        return None
+    a = addr_text(&t.outer_src, t.outer_version)
+    b = addr_text(&t.outer_dst, t.outer_version)
+    if t.outer_sport or t.outer_dport:
+        a, b = (f"[{a}]:{t.outer_sport}", f"[{b}]:{t.outer_dport}") if t.outer_version == 6 \
+            else (f"{a}:{t.outer_sport}", f"{b}:{t.outer_dport}")
+    return {"kind": TUNNEL_KINDS[t.kind], "outer_client": a, "outer_server": b,
+            "depth": t.depth}
 
 
 # ------------------------------------------------------------------ Python-visible, for tests

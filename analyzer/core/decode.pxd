@@ -96,3 +96,6 @@ cdef class NativeReader:
     cdef int _new_link(self, int lt) except -1
     cdef int _add_iface(self, const uint8_t* body, Py_ssize_t body_len) except -1
     cdef double _ts_slow(self, Py_ssize_t i, uint64_t ticks) except? -1.0
+# decode_ip for a packet found inside `depth` tunnels (tunnels.pxi recurses through it).
+cdef int decode_ip_in(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip, Counts* st,
+                      Seg* s, int depth) noexcept nogil

@@ -41,6 +41,17 @@ from analyzer.core.seg cimport (
     Seg,
     seg_to_py,
 )
+from analyzer.core.seg cimport (  # tunnels.pxi
+    TUN_AYIYA,
+    TUN_GENEVE,
+    TUN_GRE,
+    TUN_GTPV1,
+    TUN_IP,
+    TUN_NONE,
+    TUN_TEREDO,
+    TUN_VXLAN,
+    Tunnel,
+)
 
 import gzip
 import io
@@ -238,7 +249,10 @@ cdef uint64_t sum_mod(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     return acc % 0xFFFF
 
 
-# --- link layers ----------------------------------------------------------------------------
+include "tunnels.pxi"  # LLC/SNAP, PBB, VN-Tag and the tunnels Zeek decodes
+
+
+# --- link layers ------------------------------------------------------------------------
 
 cdef Py_ssize_t after_mpls(const uint8_t* d, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
     cdef int i, version
@@ -280,6 +294,18 @@ cdef Py_ssize_t after_ethertype(const uint8_t* d, Py_ssize_t n, uint32_t etype,
                 return -1
             etype = be16(d + off + 12)
             off += 14
+        elif etype == ETH_P_PBB:  # I-TAG (4 bytes), then the customer's Ethernet header
+            if n <= off + 18:
+                return -1
+            etype = be16(d + off + 16)
+            off += 18
+        elif etype == ETH_P_VNTAG:  # 4 bytes of tag, then the ethertype
+            if n <= off + 6:
+                return -1
+            etype = be16(d + off + 4)
+            off += 6
+        elif etype <= ETH_MAX_LENGTH:  # an 802.3 length: LLC, maybe SNAP
+            return after_llc(d, n, off)
         else:
             return -1
     return -1
@@ -304,8 +330,6 @@ cdef Py_ssize_t find_ip(const uint8_t* d, Py_ssize_t n, int lt) noexcept nogil:
         etype = be16(d + 12)
         if etype == ETH_P_IP:
             return 14
-        if etype < ETH_MIN_TYPE:
-            return -1
         return after_ethertype(d, n, etype, 14)
     if lt == LT_RAW or lt == LT_RAW_BSD or lt == LT_RAW_OPENBSD or lt == LT_IPV4 \
             or lt == LT_IPV6:
@@ -360,7 +384,8 @@ cdef int ip6_upper(const uint8_t* d, int nxt, Py_ssize_t p, Py_ssize_t end, Py_s
     fragmented[0] = False
     final[0] = -1
     for i in range(MAX_EXT_HEADERS):
-        if nxt == IPPROTO_TCP or nxt == IPPROTO_ICMPV6:
+        if nxt == IPPROTO_TCP or nxt == IPPROTO_ICMPV6 or nxt == IPPROTO_UDP \
+                or nxt == IPPROTO_GRE or nxt == IPPROTO_IPIP or nxt == IPPROTO_IPV6:
             t[0] = p
             return nxt
         if nxt == IPPROTO_HOPOPTS or nxt == IPPROTO_ROUTING or nxt == IPPROTO_DSTOPTS:
@@ -390,7 +415,7 @@ cdef int ip6_upper(const uint8_t* d, int nxt, Py_ssize_t p, Py_ssize_t end, Py_s
                 return -1
             size = (<Py_ssize_t>d[p + 1] + 2) * 4
             nxt = d[p]
-        else:  # ESP, no next header, UDP, anything else
+        else:  # ESP, no next header, anything else
             t[0] = p
             return -1
         p += size
@@ -557,7 +582,13 @@ cdef int decode_icmp(const uint8_t* d, Py_ssize_t n, Py_ssize_t t, Py_ssize_t en
 
 cdef int decode_ip(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip, Counts* st,
                    Seg* s) noexcept nogil:
-    cdef int version, ihl, ttl, proto, hlen, nxt
+    return decode_ip_in(d, n, off, check_ip, st, s, 0)
+
+
+cdef int decode_ip_in(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip,
+                      Counts* st, Seg* s, int depth) noexcept nogil:
+    """decode_ip for a packet inside depth tunnels."""
+    cdef int version, ihl, ttl, proto, hlen, nxt, r
     cdef uint32_t frag, ip_id, csum
     cdef Py_ssize_t total, t, end, plen, tcp_len, lim, final
     cdef bint fragmented
@@ -592,12 +623,15 @@ cdef int decode_ip(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip
         end = off + total  # may lie beyond the captured bytes
         ttl = d[off + 8]
         proto = d[off + 9]
+        fragmented = (frag & 0x2000) != 0
         if proto == IPPROTO_ICMP:
             return decode_icmp(d, n, t, end, 4, d + off + 12, ttl, st, s)
         if proto != IPPROTO_TCP:
+            r = decode_tunnel(d, n, off, 4, proto, t, end, fragmented, check_ip, st, s, depth)
+            if r >= 0:
+                return r
             st.non_tcp += 1
             return 0
-        fragmented = (frag & 0x2000) != 0
         addr_sum = sum_mod(d + off + 12, 8)
         ip_id = be16(d + off + 4)
     elif version == 6:
@@ -616,6 +650,11 @@ cdef int decode_ip(const uint8_t* d, Py_ssize_t n, Py_ssize_t off, bint check_ip
         if proto == IPPROTO_ICMPV6:
             return decode_icmp(d, n, t, end, 6, d + off + 8, ttl, st, s)
         if proto != IPPROTO_TCP:
+            if t <= n:
+                r = decode_tunnel(d, n, off, 6, proto, t, end, fragmented, check_ip, st, s,
+                                  depth)
+                if r >= 0:
+                    return r
             if t > n:
                 st.truncated_frames += 1
             else:

@@ -18,7 +18,9 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset, strlen
 
 from analyzer.core.conn cimport Conn, Ep, hist_frame, hist_state
-from analyzer.core.seg cimport Addr
+from analyzer.core.seg cimport Addr, Tunnel
+
+from analyzer.core.seg import TUNNEL_KINDS
 from analyzer.core.verdict cimport (
     CONF_LIKELY,
     Verdict,
@@ -661,8 +663,39 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     put_int(o, c.ip_version)
     puts(o, ', "duration": ')
     put_duration(o, c.end - c.start)
+    puts(o, ', "tunnel": ')
+    put_tunnel(o, c)
     puts(o, "}\n")
     return 0
+
+
+cdef const char* TUNNEL_NAME[16]
+for _i, _name in enumerate(TUNNEL_KINDS[1:16], 1):
+    TUNNEL_NAME[_i] = _c_string(_name)
+
+
+cdef int put_tunnel(Out* o, const Conn* c) except -1:
+    """pipeline.RECORD_FIELDS["tunnel"]: null, or the kind and the outer endpoints."""
+    cdef const Tunnel* t = c.more.tunnel if c.more != NULL else NULL
+    cdef char a[48]
+    if t == NULL or t.kind == 0 or t.kind >= 16:
+        return puts(o, "null")
+    puts(o, '{"kind": "')
+    puts(o, TUNNEL_NAME[t.kind])
+    puts(o, '", "outer_client": ')
+    if t.outer_sport or t.outer_dport:
+        put_endpoint(o, &t.outer_src, t.outer_sport, t.outer_version)
+        puts(o, ', "outer_server": ')
+        put_endpoint(o, &t.outer_dst, t.outer_dport, t.outer_version)
+    else:  # IP-in-IP and GRE over IP: addresses only
+        addr_text(&t.outer_src, t.outer_version, a)
+        put_cstr(o, a)
+        puts(o, ', "outer_server": ')
+        addr_text(&t.outer_dst, t.outer_version, a)
+        put_cstr(o, a)
+    puts(o, ', "depth": ')
+    put_int(o, t.depth)
+    return puts(o, "}")
 
 
 cdef int put_py_str(Out* o, str text) except -1:

@@ -36,6 +36,27 @@ cdef enum:
 ctypedef struct Addr:
     uint8_t b[16]  # IPv6 address, or IPv4 in b[0:4] with b[4:16] zero (ip_version tells)
 
+# Tunnel kinds (Zeek's Tunnel::Type names, analyzer.segment.TUNNEL_KINDS order; 0: none)
+cdef enum:
+    TUN_NONE = 0
+    TUN_IP = 1  # IP in IP: 4in4, 6in4 (proto 41), 4in6, 6in6
+    TUN_GRE = 2  # GRE, ERSPAN included, over IP or UDP 4754
+    TUN_TEREDO = 3
+    TUN_AYIYA = 4
+    TUN_VXLAN = 5
+    TUN_GENEVE = 6
+    TUN_GTPV1 = 7
+
+# The encapsulation a segment arrived in: the innermost tunnel's outer header.
+ctypedef struct Tunnel:
+    Addr outer_src  # outer IP source
+    Addr outer_dst  # outer IP destination
+    uint16_t outer_sport  # outer UDP ports (0 for IP-in-IP and GRE over IP)
+    uint16_t outer_dport
+    uint8_t kind  # TUN_*
+    uint8_t outer_version  # 4 or 6
+    uint8_t depth  # tunnels around the segment (1: one)
+
 ctypedef struct Seg:
     int64_t frame  # 1-based position in the input, as Wireshark counts
     double ts  # capture timestamp, seconds since the epoch
@@ -61,6 +82,7 @@ ctypedef struct Seg:
     int16_t icmp_type  # raw ICMP type (v4 or v6 numbering), -1 when none
     int16_t icmp_code  # raw ICMP code, -1 when none
     Addr icmp_from  # address that sent the ICMP error
+    Tunnel tunnel  # kind TUN_NONE: not tunnelled
 
 cdef inline bint addr_eq(const Addr* a, const Addr* b) noexcept nogil:
     cdef int i

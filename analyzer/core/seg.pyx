@@ -11,6 +11,10 @@ from analyzer.segment import ICMP_KINDS, Segment
 
 _KIND_INDEX = {k: i for i, k in enumerate(ICMP_KINDS)}
 
+# Seg.tunnel.kind (seg.pxd's TUN_*) -> the name records give it (Zeek's Tunnel::Type, lowercase)
+TUNNEL_KINDS = (None, "ip", "gre", "teredo", "ayiya", "vxlan", "geneve", "gtpv1")
+assert len(TUNNEL_KINDS) == TUN_GTPV1 + 1 and TUNNEL_KINDS[TUN_TEREDO] == "teredo"
+
 
 cdef int addr_parse(str text, Addr* out) except -1:
     cdef bytes raw

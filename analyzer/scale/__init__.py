@@ -30,7 +30,8 @@ def prepare(args, progress=None, want=None):
     if max_open is not None and max_open < 1:
         raise UsageError(f"--max-open {max_open}: needs at least one connection")
     timeouts = Timeouts() if max_open is None else Timeouts(max_active=max_open)
-    opts = Options(timeouts=timeouts, zeek_options={"boundaries": args.zeek_boundaries},
+    opts = Options(timeouts=timeouts, zeek_options={"boundaries": args.zeek_boundaries,
+                                                     **_zeek_run_options(args)},
                    check_ip_checksums=args.check_ip_checksums)
     # local processes pay only with two captures or more to read at once (one capture is read
     # by one process either way, and this one would wait); a cluster is used as asked
@@ -38,3 +39,9 @@ def prepare(args, progress=None, want=None):
     workers = Workers(jobs, dask) if dask and farmed or (jobs or 1) > 1 and farmed > 1 \
         else None
     return units, Runner(units, opts, workers, progress=progress, want=want)
+
+
+def _zeek_run_options(args) -> dict:
+    """--zeek-ignore-checksums / --zeek-bare-mode as Observer zeek_options (Zeek's -C / -b)."""
+    return {"ignore_checksums": getattr(args, "zeek_ignore_checksums", False),
+            "bare_mode": getattr(args, "zeek_bare_mode", False)}
