@@ -421,7 +421,9 @@ def test_oracle_traces_against_tshark():
                 checked += 1
             elif s.frame in view and s.icmp_kind is None and not _tunnelled(view[s.frame]):
                 bad.append((path.name, _agrees(s, view[s.frame], payload)[0]))
-            elif s.frame not in view:
+            elif s.frame not in view and "tunnels" not in path.parts:
+                # (tshark takes Teredo and AYIYA only on their ports, Zeek and the reader also
+                # by content: tests/test_tunnels.py holds the tunnels to scapy and tshark)
                 bad.append((path.name, f"frame {s.frame}: tshark finds no TCP"))
     assert checked > 3000  # segments compared field by field
     assert bad == [], bad

@@ -669,30 +669,30 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     return 0
 
 
-cdef const char* TUNNEL_NAME[16]
-for _i, _name in enumerate(TUNNEL_KINDS[1:16], 1):
-    TUNNEL_NAME[_i] = _c_string(_name)
+cdef Json TUNNEL_NAME[16]  # seg.TUNNEL_KINDS as JSON strings (filled by _load_tables)
 
 
 cdef int put_tunnel(Out* o, const Conn* c) except -1:
     """pipeline.RECORD_FIELDS["tunnel"]: null, or the kind and the outer endpoints."""
     cdef const Tunnel* t = c.more.tunnel if c.more != NULL else NULL
     cdef char a[48]
+    cdef char b[48]
+    cdef Py_ssize_t na, nb
     if t == NULL or t.kind == 0 or t.kind >= 16:
         return puts(o, "null")
-    puts(o, '{"kind": "')
-    puts(o, TUNNEL_NAME[t.kind])
-    puts(o, '", "outer_client": ')
+    puts(o, '{"kind": ')
+    put(o, TUNNEL_NAME[t.kind].s, TUNNEL_NAME[t.kind].n)
+    puts(o, ', "outer_client": ')
+    na = addr_text(&t.outer_src, t.outer_version, a)
+    nb = addr_text(&t.outer_dst, t.outer_version, b)
     if t.outer_sport or t.outer_dport:
-        put_endpoint(o, &t.outer_src, t.outer_sport, t.outer_version)
+        put_endpoint(o, a, na, t.outer_sport, t.outer_version)
         puts(o, ', "outer_server": ')
-        put_endpoint(o, &t.outer_dst, t.outer_dport, t.outer_version)
+        put_endpoint(o, b, nb, t.outer_dport, t.outer_version)
     else:  # IP-in-IP and GRE over IP: addresses only
-        addr_text(&t.outer_src, t.outer_version, a)
-        put_cstr(o, a)
+        put_str(o, a, na)
         puts(o, ', "outer_server": ')
-        addr_text(&t.outer_dst, t.outer_version, a)
-        put_cstr(o, a)
+        put_str(o, b, nb)
     puts(o, ', "depth": ')
     put_int(o, t.depth)
     return puts(o, "}")
@@ -786,6 +786,8 @@ def _load_tables():
     for i, st in enumerate(_State):
         STATE_NAME[i] = _json_text(st.value)
         STATE_NAME_MAX = max(STATE_NAME_MAX, STATE_NAME[i].n)
+    for i, kind in enumerate(TUNNEL_KINDS[1:16], 1):
+        TUNNEL_NAME[i] = _json_text(kind)
 
 
 _load_tables()
