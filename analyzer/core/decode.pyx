@@ -14,7 +14,8 @@ decompressed, so how much is read before the error depends on the read sizes. A 
 in large blocks; on a zlib error it is reopened and walked again from the start asking the stream
 for a record at a time (record header, then record), without handing over again the frames
 already given: the records then come out that reading a record at a time gives before the error,
-whatever the block size (those the failing call of the gzip module had decompressed are lost). gzip on standard input, which cannot be reopened, is read that way from the start. (Truncation and
+whatever the block size (those the gzip module's failing call had decompressed are lost). gzip on
+standard input, which cannot be reopened, is read that way from the start. (Truncation and
 the other gzip errors lose nothing, whatever the read sizes.)
 """
 
@@ -198,7 +199,7 @@ cdef inline uint32_t u16(const uint8_t* p, bint little) noexcept nogil:
 
 cdef uint64_t sum_mod(const uint8_t* p, Py_ssize_t n) noexcept nogil:
     """The big-endian integer of p[0:n], padded with a zero byte to an even length, modulo 0xFFFF
-    (the Internet checksum's arithmetic). 2**16 == 1 mod 0xFFFF, so this is the sum of its 16-bit words,
+    (the Internet checksum's). 2**16 == 1 mod 0xFFFF, so this is the sum of its 16-bit words,
     or of its 64-bit words with end-around carry (0xFFFF divides 2**64 - 1). A word loaded in a
     little-endian host's order is the byte swap, 256 times the value mod 0xFFFF (256**2 == 1)."""
     cdef uint64_t acc = 0, w
