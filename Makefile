@@ -59,7 +59,8 @@ SAN_CHECK = if ls $(ASAN_DIR)/reports/asan.* $(ASAN_DIR)/reports/ubsan.* >/dev/n
 	|| grep -lq 'runtime error\|Sanitizer' $(ASAN_DIR)/reports/stderr.* 2>/dev/null; then \
 	head -n 60 $(ASAN_DIR)/reports/*; echo "rstscope: sanitizer reports in $(ASAN_DIR)/reports" >&2; \
 	exit 1; else echo "rstscope: no sanitizer report"; fi
-CORE_TESTS := tests/test_core_decode.py tests/test_core_observer.py tests/test_core_conn.py \
+CORE_TESTS := tests/test_core_decode.py tests/test_core_decode_files.py tests/test_core_decode_input.py \
+	tests/test_core_observer.py tests/test_core_conn.py \
 	tests/test_core_zeek.py tests/test_core_verdict.py tests/test_core_records.py
 
 asan-build:

@@ -9,8 +9,9 @@ the project's own link and IP decoders and can write them to a pcap:
   packet is seen twice (outgoing and incoming): outgoing copies (``sll_pkttype`` 4) are dropped,
   as libpcap does.
 * ``pyshark``: runs ``tshark -w - -F pcap`` and reads the pcap stream with the compiled reader
-  (``decode.open_stream``: its record walk, frames handed over as they arrive). tshark runs under a small root shell that kills it when this process closes
-  the shell's stdin (or dies), so it can be stopped after this process gave up root.
+  (``decode.open_stream``: its record walk, frames handed over as they arrive). tshark runs
+  under a small root shell that kills it when this process closes the shell's stdin (or dies),
+  so it can be stopped after this process gave up root.
 
 scapy is imported lazily, only here; nothing else in the project sniffs.
 """

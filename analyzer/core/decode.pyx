@@ -14,7 +14,8 @@ decompressed, so how much is read before the error depends on the read sizes. A 
 in large blocks; on a zlib error it is reopened and walked again from the start asking the stream
 for a record at a time (record header, then record), without handing over again the frames
 already given: the records then come out that reading a record at a time gives before the error,
-whatever the block size (those the failing call of the gzip module had decompressed are lost). gzip on standard input, which cannot be reopened, is read that way from the start. (Truncation and
+whatever the block size (those the gzip module's failing call had decompressed are lost). gzip on
+standard input, which cannot be reopened, is read that way from the start. (Truncation and
 the other gzip errors lose nothing, whatever the read sizes.)
 """
 
