@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analyzer.pipeline import EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records, state_events
+from analyzer.pipeline import (
+    ENGINES,
+    EVENT_FIELDS,
+    RECORD_FIELDS,
+    FileReport,
+    iter_batches,
+    iter_records,
+    state_events,
+)
 from analyzer.tracker import Timeouts
 
 
@@ -55,6 +63,32 @@ def analyze(*paths: str, timeouts: Timeouts | None = None,
     / ``zeek -C``. ``engine``: "auto", "native" or "python" (the same answer; see
     ``pipeline.iter_connections``)."""
     reports: list[FileReport] = []
+    if engine == "python":  # (the reference engine: one record dict per connection)
+        return _analyze_records(paths, reports, timeouts, check_ip_checksums, zeek_options,
+                                engine)
+    if engine not in ("auto", "native"):
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+    batches = []
+    for path in paths:
+        report = FileReport(path)
+        reports.append(report)
+        batches.extend(iter_batches(path, report, timeouts,
+                                    check_ip_checksums=check_ip_checksums,
+                                    zeek_options=zeek_options))
+    return from_batches(batches, reports)
+
+
+def from_batches(batches, reports: list[FileReport]) -> Analysis:
+    """The Analysis of columns batches (``pipeline.iter_batches``): the connections in (file,
+    conn) order, the events in the order connections finished."""
+    from analyzer.core.columns import concat
+
+    batch = concat(batches)
+    return Analysis(batch.frame(batch.order()), batch.events(), reports)
+
+
+def _analyze_records(paths, reports, timeouts, check_ip_checksums, zeek_options, engine
+                     ) -> Analysis:
     rows, events = [], []
     for rec, conn in iter_records(paths, reports, timeouts,
                                   check_ip_checksums=check_ip_checksums,

@@ -198,16 +198,21 @@ def cmd_analyze(args) -> int:
         return bars[-1]
 
     from analyzer import scale
-    from analyzer.scale.run import Json
+    from analyzer.scale.run import Columns, Json
 
-    # --json alone: the core writes the lines itself, no Python object per connection
+    # --json alone: the core writes the lines itself, no Python object per connection; else
+    # the core's columns batches (with its JSON Lines too for --json), filtered by the core
     fast_json = bool(args.json and not need_all)
-    want = Json([i for i, c in enumerate(cases.CATALOG) if c.id in args.case]
-                if args.case else None, list(args.port) if args.port else None) \
-        if fast_json else None
+    by_columns = not fast_json and args.engine != "python"
+    case_ids = [i for i, c in enumerate(cases.CATALOG) if c.id in args.case] \
+        if args.case else None
+    ports = list(args.port) if args.port else None
+    want = Json(case_ids, ports) if fast_json else \
+        Columns(case_ids, ports, json=bool(args.json)) if by_columns else None
     units, runner = scale.prepare(args, progress, want=want)
 
-    rows: list[dict] = []  # every record, for --csv / --parquet
+    rows: list[dict] = []  # every record, for --csv / --parquet (the python engine)
+    batches: list = []  # every columns batch, for --csv / --parquet
     view = text.View(limit, everything=args.all) if not args.json else None
     unreadable = 0
     interrupted = False
@@ -218,6 +223,16 @@ def cmd_analyze(args) -> int:
                 if fast_json:
                     for chunk in runner.json(index, reports):
                         _write_bytes(stdout, chunk)
+                    continue
+                if by_columns:
+                    for item in runner.batches(index, reports):
+                        if isinstance(item, bytes):  # (--json: the core's lines)
+                            _write_bytes(stdout, item)
+                            continue
+                        if need_all:
+                            batches.append(item)
+                        if view is not None:
+                            view.add_batch(item)
                     continue
                 for rec, _ in runner.records(index, reports):
                     if not _keep(rec, args):
@@ -248,11 +263,17 @@ def cmd_analyze(args) -> int:
 
         from analyzer.pipeline import RECORD_FIELDS
 
-        df = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
+        if by_columns:
+            from analyzer.core.columns import concat
+
+            df = concat(batches).frame(flat=True)
+            del batches[:]
+        else:
+            df = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
         if args.csv:
-            export.write_csv(df, args.csv, args.force)
+            export.write_csv(df, args.csv, args.force, flat=by_columns)
         if args.parquet:
-            export.write_parquet(df, args.parquet, args.force)
+            export.write_parquet(df, args.parquet, args.force, flat=by_columns)
     if view is not None and args.summary_json:
         from analyzer.report import aggregate
 

@@ -116,11 +116,13 @@ def who_resets_whom(df, n: int = 3) -> str:
 
 
 class View:
-    """The text view of ``rstscope analyze``, fed one record at a time.
+    """The text view of ``rstscope analyze``, fed a columns batch at a time (``add_batch``,
+    ``analyzer.core.columns.Batch``) or a record at a time (``add``).
 
     It keeps what the summary needs of every connection (the case; client and server of the
     abnormal ones) and whole records only for those it may list: at most ``limit`` per case
-    (None: all), the lowest (file, conn) first; ``everything`` lists ordinary endings too.
+    (None: all), the lowest (file, conn) first; ``everything`` lists ordinary endings too. From
+    a batch, records are built only for the rows it may list.
     """
 
     def __init__(self, limit: int | None, everything: bool = False):
@@ -131,6 +133,39 @@ class View:
         self.ends: list[tuple] = []
         self._stub: dict[str, tuple] = {}
         self.listed: dict[str, list[dict]] = {}
+        self._pieces: list = []  # (case, client_addr, server) columns of each batch
+
+    def add_batch(self, batch) -> None:
+        import numpy as np
+
+        from analyzer.core.columns import CASE_ABNORMAL, CASE_IDS
+
+        codes = batch.a["case"]
+        for code, n in enumerate(np.bincount(codes, minlength=len(CASE_IDS))):
+            if n:
+                self.counts[CASE_IDS[code]] += int(n)
+        abnormal = CASE_ABNORMAL[codes]
+        ab = np.flatnonzero(abnormal)
+        addr = np.full(len(codes), None, dtype=object)
+        server = addr.copy()
+        addr[ab] = batch.address("client", ab)
+        server[ab] = batch.endpoint("server", ab)
+        self._pieces.append((CASE_IDS[codes], addr, server))
+        if self.limit == 0:
+            return
+        rows = batch.order()  # (file, conn): the lowest of each case are listed
+        if not self.everything:
+            rows = rows[abnormal[rows]]
+        if self.limit is not None:  # the first `limit` rows of each case
+            case = codes[rows]
+            rows = np.concatenate([rows[case == c][:self.limit] for c in np.unique(case)]
+                                  or [rows[:0]])
+        for rec in batch.records(rows):
+            kept = self.listed.setdefault(rec["case"], [])
+            kept.append(rec)
+            if self.limit is not None and len(kept) > 4 * self.limit + 64:
+                kept.sort(key=_by_number)
+                del kept[self.limit:]
 
     def add(self, rec: dict) -> None:
         case = rec["case"]
@@ -150,9 +185,17 @@ class View:
             del kept[self.limit:]
 
     def frame(self):
+        import numpy as np
         import pandas as pd
 
-        return pd.DataFrame(self.ends, columns=["case", "client_addr", "server"])
+        cols = ["case", "client_addr", "server"]
+        if not self._pieces:
+            return pd.DataFrame(self.ends, columns=cols)
+        pieces = list(self._pieces)
+        if self.ends:
+            pieces.append(tuple(np.array(c, dtype=object) for c in zip(*self.ends, strict=True)))
+        return pd.DataFrame({name: np.concatenate([p[i] for p in pieces])
+                             for i, name in enumerate(cols)}, columns=cols)
 
     def render(self, n_files: int, reports=()) -> str:
         parts = [summary_from_counts(self.counts, n_files)]
