@@ -299,8 +299,10 @@ class Batch:
             return pd.DataFrame([], columns=list(RECORD_FIELDS))
         rows = np.arange(self.n, dtype=np.int64) if rows is None else \
             np.asarray(rows, dtype=np.int64)
-        cols = self._columns(rows, flat)
-        return pd.DataFrame({name: cols[name] for name in RECORD_FIELDS},
+        make = self._columns(rows, flat)
+        # (each column as pandas holds it before the next is made: str columns become Arrow
+        # strings and their Python objects go)
+        return pd.DataFrame({name: pd.Series(make[name](), copy=False) for name in RECORD_FIELDS},
                             columns=list(RECORD_FIELDS))
 
     def records(self, rows):
@@ -310,12 +312,14 @@ class Batch:
             return []
         from analyzer.pipeline import RECORD_FIELDS
 
-        cols = self._columns(rows, False)
+        make = self._columns(rows, False)
         names = list(RECORD_FIELDS)
-        values = [cols[k].tolist() for k in names]
+        values = [make[k]().tolist() for k in names]
         return [dict(zip(names, vals)) for vals in zip(*values)]
 
     def _columns(self, rows, bint flat):
+        """Per field, a function making its column for ``rows`` (made one at a time, so that
+        one column's Python objects are gone before the next one's are made)."""
         a = self.a
         texts, first = self._text()
         ev_off, hist_off = self._ev_off(), self._hist_off()
@@ -323,30 +327,34 @@ class Batch:
         rival = a["rival"][rows].astype(np.int64)
         rival_names = np.append(CASE_IDS, None)
         return {
-            "file": self.file(rows), "conn": a["conn"][rows],
-            "client": self.endpoint("client", rows), "server": self.endpoint("server", rows),
-            "first_frame": a["first_frame"][rows], "last_frame": a["last_frame"][rows],
-            "start": a["start"][rows], "end": a["end"][rows], "packets": a["packets"][rows],
-            "bytes_client": a["bytes_client"][rows], "bytes_server": a["bytes_server"][rows],
-            "case": CASE_IDS[case], "closer": CLOSERS[a["closer"][rows]],
-            "client_sees": _sees(a["sees"], a["n_sees"], rows, 0, flat),
-            "server_sees": _sees(a["sees"], a["n_sees"], rows, 1, flat),
-            "client_states": _states(a["hist_fs"], hist_off, a["n_hist"], rows, 0, flat),
-            "server_states": _states(a["hist_fs"], hist_off, a["n_hist"], rows, 1, flat),
-            "evidence": _ints(a["evidence"], ev_off, rows, flat),
-            "wireshark": _wireshark(a["client_addr"], a["server_addr"], a["client_port"],
-                                    a["server_port"], a["ip_version"], a["first_frame"],
-                                    a["last_frame"], rows),
-            "zeek_state": np.asarray(ZEEK_STATES, dtype=object)[a["zeek_state"][rows]],
-            "zeek_history": _texts(a["text"], texts, first[rows]),
-            "title": CASE_TITLES[case], "abnormal": CASE_ABNORMAL[case],
-            "confidence": CONFIDENCES[a["confidence"][rows]],
-            "rival": rival_names[np.where(rival < 0, len(CASE_IDS), rival)],
-            "reason": _texts(a["text"], texts, first[rows] + 1),
-            "advice": CASE_ADVICE[case],
-            "anomalies": _anomalies(a["text"], texts, first, a["n_anom"], rows, flat),
-            "ip_version": a["ip_version"][rows].astype(np.int64),
-            "duration": a["duration"][rows],
+            "file": lambda: self.file(rows), "conn": lambda: a["conn"][rows],
+            "client": lambda: self.endpoint("client", rows),
+            "server": lambda: self.endpoint("server", rows),
+            "first_frame": lambda: a["first_frame"][rows],
+            "last_frame": lambda: a["last_frame"][rows],
+            "start": lambda: a["start"][rows], "end": lambda: a["end"][rows],
+            "packets": lambda: a["packets"][rows],
+            "bytes_client": lambda: a["bytes_client"][rows],
+            "bytes_server": lambda: a["bytes_server"][rows],
+            "case": lambda: CASE_IDS[case], "closer": lambda: CLOSERS[a["closer"][rows]],
+            "client_sees": lambda: _sees(a["sees"], a["n_sees"], rows, 0, flat),
+            "server_sees": lambda: _sees(a["sees"], a["n_sees"], rows, 1, flat),
+            "client_states": lambda: _states(a["hist_fs"], hist_off, a["n_hist"], rows, 0, flat),
+            "server_states": lambda: _states(a["hist_fs"], hist_off, a["n_hist"], rows, 1, flat),
+            "evidence": lambda: _ints(a["evidence"], ev_off, rows, flat),
+            "wireshark": lambda: _wireshark(a["client_addr"], a["server_addr"], a["client_port"],
+                                            a["server_port"], a["ip_version"],
+                                            a["first_frame"], a["last_frame"], rows),
+            "zeek_state": lambda: np.asarray(ZEEK_STATES, dtype=object)[a["zeek_state"][rows]],
+            "zeek_history": lambda: _texts(a["text"], texts, first[rows]),
+            "title": lambda: CASE_TITLES[case], "abnormal": lambda: CASE_ABNORMAL[case],
+            "confidence": lambda: CONFIDENCES[a["confidence"][rows]],
+            "rival": lambda: rival_names[np.where(rival < 0, len(CASE_IDS), rival)],
+            "reason": lambda: _texts(a["text"], texts, first[rows] + 1),
+            "advice": lambda: CASE_ADVICE[case],
+            "anomalies": lambda: _anomalies(a["text"], texts, first, a["n_anom"], rows, flat),
+            "ip_version": lambda: a["ip_version"][rows].astype(np.int64),
+            "duration": lambda: a["duration"][rows],
         }
 
     def events(self):

@@ -134,6 +134,9 @@ class View:
         self._stub: dict[str, tuple] = {}
         self.listed: dict[str, list[dict]] = {}
         self._pieces: list = []  # (case, client_addr, server) columns of each batch
+        # with no limit, every listed row: (batch, its rows), made records only when rendered
+        # (a batch's arrays are a tenth of its records' size)
+        self._batches: list = []
 
     def add_batch(self, batch) -> None:
         import numpy as np
@@ -156,6 +159,9 @@ class View:
         rows = batch.order()  # (file, conn): the lowest of each case are listed
         if not self.everything:
             rows = rows[abnormal[rows]]
+        if self.limit is None:
+            self._batches.append((batch, rows))
+            return
         if self.limit is not None:  # the first `limit` rows of each case
             case = codes[rows]
             rows = np.concatenate([rows[case == c][:self.limit] for c in np.unique(case)]
@@ -212,28 +218,66 @@ class View:
             parts += ["", listing]
         return "\n".join(parts) + "\n"
 
+    def _kept(self, case: str):
+        """How many records are listed for ``case`` and (an iterator) those records, by (file,
+        conn): the first ``limit``."""
+        kept = sorted(self.listed.get(case, ()), key=_by_number)[:self.limit]
+        if not self._batches:
+            return len(kept), iter(kept)
+        import numpy as np
+
+        from analyzer.core.columns import CASE_IDS
+
+        code = list(CASE_IDS).index(case)
+        picks = [(b, rows[b.a["case"][rows] == code]) for b, rows in self._batches]
+        picks = [(b, rows) for b, rows in picks if len(rows)]
+        if not picks:
+            return len(kept), iter(kept)
+        files = sorted({f for b, _ in picks for f in b.files})
+        rank = {f: i for i, f in enumerate(files)}
+        which = np.concatenate([np.full(len(r), i) for i, (_, r) in enumerate(picks)])
+        rows = np.concatenate([r for _, r in picks])
+        frank = np.concatenate([np.array([rank[f] for f in b.files])[b.file_code[r]]
+                                for b, r in picks])
+        conn = np.concatenate([b.a["conn"][r] for b, r in picks])
+        order = np.lexsort((conn, frank))
+        which, rows = which[order], rows[order]
+
+        def records(chunk: int = 4096):  # (a chunk at a time: a case may be most rows)
+            for lo in range(0, len(rows), chunk):
+                recs: list = [None] * len(rows[lo:lo + chunk])
+                for i, (b, _) in enumerate(picks):  # each batch's records at once
+                    at = np.flatnonzero(which[lo:lo + chunk] == i)
+                    for j, rec in zip(at, b.records(rows[lo:lo + chunk][at]), strict=True):
+                        recs[j] = rec
+                yield from recs
+
+        if kept:  # (records added one at a time too: merged in order)
+            return len(kept) + len(rows), iter(sorted([*kept, *records()], key=_by_number))
+        return len(rows), records()
+
     def _listing(self, n_files: int) -> str:
-        if not self.listed:
+        if not self.listed and not self._batches:
             return ""
         limit = self.limit
         out = [f"Connections, at most {number(limit)} of each case (--limit N, --all):"
                if limit is not None else "Connections:"]
         left = 0
         for case in cases.CATALOG:
-            kept = sorted(self.listed.get(case.id, ()), key=_by_number)[:limit]
-            if not kept:
+            n_kept, kept = self._kept(case.id)
+            if not n_kept:
                 continue
             total = self.counts[case.id]
-            out.append(f"-- {case.id}: {number(len(kept))} of {number(total)}")
+            out.append(f"-- {case.id}: {number(n_kept)} of {number(total)}")
             last_file = None
             for rec in kept:
                 if n_files > 1 and rec["file"] != last_file:
                     out.append(f"== {rec['file']}")
                     last_file = rec["file"]
                 out.append(connection_block(rec))
-            if total > len(kept):
-                left += total - len(kept)
-                out.append(f"   … {number(total - len(kept))} more {case.id} not listed")
+            if total > n_kept:
+                left += total - n_kept
+                out.append(f"   … {number(total - n_kept)} more {case.id} not listed")
         if left:
             out.append(f"{number(left)} connection(s) not listed: --limit N lists up to N of "
                        "each case, --all lists them all.")
