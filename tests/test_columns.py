@@ -175,3 +175,17 @@ def test_cli_csv_parquet_and_text_from_batches(tmp_path, capsys):
     assert view.render(len(paths)).split("\n")[0] == shown.split("\n")[0]
     for block in (text.connection_block(r) for r in rows):
         assert block in shown
+
+
+def test_report_table_from_batches_as_from_records():
+    from analyzer.report import table
+
+    paths = CAPTURES[::2] + TRACES[::5]
+    by_record, by_batch = table.Collector(2), table.Collector(2)
+    for path in paths:
+        for rec, _ in iter_records([path], []):
+            by_record.add(rec)
+        for batch in iter_batches(path, FileReport(path), rows=5):
+            by_batch.add_batch(batch)
+    assert by_batch.samples == by_record.samples
+    pd.testing.assert_frame_equal(by_batch.frame(), by_record.frame(), check_exact=True)

@@ -185,7 +185,10 @@ cdef class Columns:
         push(&self.v[F_SADDR], c.server_addr.b, 16)
         push(&self.v[F_CPORT], &c.client_port, 2)
         push(&self.v[F_SPORT], &c.server_port, 2)
-        memcpy(sees, v.sees, sizeof(sees))
+        memset(sees, 0, sizeof(sees))  # (the slots past n_sees are 0, not whatever was there)
+        for role in range(2):
+            for i in range(v.n_sees[role]):
+                sees[role * V_SEES_MAX + i] = v.sees[role][i]
         push(&self.v[F_SEES], sees, sizeof(sees))
         push(&self.v[F_NSEES], v.n_sees, 2)
         push_u8(&self.v[F_NEV], v.n_evidence)
