@@ -81,7 +81,7 @@ def analyze(*paths: str, timeouts: Timeouts | None = None,
 def from_batches(batches, reports: list[FileReport]) -> Analysis:
     """The Analysis of columns batches (``pipeline.iter_batches``): the connections in (file,
     conn) order, the events in the order connections finished."""
-    from analyzer.core.columns import concat
+    from analyzer.core.batch import concat
 
     batch = concat(batches)
     return Analysis(batch.frame(batch.order()), batch.events(), reports)

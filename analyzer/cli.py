@@ -264,7 +264,7 @@ def cmd_analyze(args) -> int:
         from analyzer.pipeline import RECORD_FIELDS
 
         if by_columns:
-            from analyzer.core.columns import concat
+            from analyzer.core.batch import concat
 
             df = concat(batches).frame(flat=True)
             del batches[:]

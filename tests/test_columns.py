@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analyzer.core.columns import Batch, concat
 
 from analyzer import api, cases
+from analyzer.core.batch import Batch, concat
 from analyzer.pipeline import (
     EVENT_FIELDS,
     RECORD_FIELDS,
