@@ -107,15 +107,16 @@ class Batch:
         return pd.DataFrame({name: pd.Series(make[name](), copy=False) for name in RECORD_FIELDS},
                             columns=list(RECORD_FIELDS))
 
-    def records(self, rows):
-        """Records (dicts, as ``pipeline.make_record`` gives them) of ``rows`` only."""
+    def records(self, rows, fields=None):
+        """Records (dicts, as ``pipeline.make_record`` gives them) of ``rows`` only; with
+        ``fields``, only those fields of them."""
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return []
         from analyzer.pipeline import RECORD_FIELDS
 
         make = self._columns(rows, False)
-        names = list(RECORD_FIELDS)
+        names = list(RECORD_FIELDS) if fields is None else list(fields)
         values = [make[k]().tolist() for k in names]
         return [dict(zip(names, vals, strict=True)) for vals in zip(*values, strict=True)]
 

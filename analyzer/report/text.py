@@ -36,6 +36,12 @@ def _sees(x) -> str:
     return ", ".join(map(str, x)) if len(x) else "nothing"
 
 
+# what connection_block and the listing read of a record
+BLOCK_FIELDS = ("file", "conn", "client", "server", "first_frame", "last_frame", "case", "title",
+                "closer", "client_sees", "server_sees", "confidence", "rival", "reason",
+                "evidence", "abnormal", "advice")
+
+
 def connection_block(rec: dict) -> str:
     """Several lines about one connection: what happened, who closed, what each side saw."""
     conf = "" if rec.get("confidence") in ("certain", None) or shown(rec.get("rival")) == "-" \
@@ -248,7 +254,8 @@ class View:
                 recs: list = [None] * len(rows[lo:lo + chunk])
                 for i, (b, _) in enumerate(picks):  # each batch's records at once
                     at = np.flatnonzero(which[lo:lo + chunk] == i)
-                    for j, rec in zip(at, b.records(rows[lo:lo + chunk][at]), strict=True):
+                    for j, rec in zip(at, b.records(rows[lo:lo + chunk][at], BLOCK_FIELDS),
+                                      strict=True):
                         recs[j] = rec
                 yield from recs
 
