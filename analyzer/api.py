@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analyzer.pipeline import EVENT_FIELDS, RECORD_FIELDS, FileReport, iter_records, state_events
+from analyzer.pipeline import (
+    FileReport,
+    iter_batches,
+)
 from analyzer.timeouts import Timeouts
 
 
@@ -53,14 +56,21 @@ def analyze(*paths: str, timeouts: Timeouts | None = None,
     ``zeek_options`` (``bare_mode``, ``ignore_checksums``) make the Zeek fields mimic ``zeek -b``
     / ``zeek -C``."""
     reports: list[FileReport] = []
-    rows, events = [], []
-    for rec, conn in iter_records(paths, reports, timeouts,
-                                  check_ip_checksums=check_ip_checksums,
-                                  zeek_options=zeek_options):
-        rows.append(rec)
-        events.extend(state_events(conn, rec["file"]))
-    conns = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
-    if not conns.empty:
-        conns = conns.sort_values(["file", "conn"], kind="stable").reset_index(drop=True)
-    ev = pd.DataFrame(events, columns=list(EVENT_FIELDS))
-    return Analysis(conns, ev, reports)
+    batches = []
+    for path in paths:
+        report = FileReport(path)
+        reports.append(report)
+        batches.extend(iter_batches(path, report, timeouts,
+                                    check_ip_checksums=check_ip_checksums,
+                                    zeek_options=zeek_options))
+    return from_batches(batches, reports)
+
+
+def from_batches(batches, reports: list[FileReport]) -> Analysis:
+    """The Analysis of columns batches (``pipeline.iter_batches``): the connections in (file,
+    conn) order, the events in the order connections finished."""
+    from analyzer.core.batch import concat
+
+    batch = concat(batches)
+    return Analysis(batch.frame(batch.order()), batch.events(), reports)
+

@@ -153,16 +153,6 @@ def _write_bytes(stream, data: bytes) -> None:
     buffer.write(data)
 
 
-def _keep(rec: dict, args) -> bool:
-    if args.case and rec["case"] not in args.case:
-        return False
-    if args.port:
-        ports = {int(rec["client"].rsplit(":", 1)[1]), int(rec["server"].rsplit(":", 1)[1])}
-        if not ports & set(args.port):
-            return False
-    return True
-
-
 def cmd_analyze(args) -> int:
     from analyzer.pipeline import FileReport
     from analyzer.report import export, text
@@ -201,16 +191,18 @@ def cmd_analyze(args) -> int:
         return bars[-1]
 
     from analyzer import scale
-    from analyzer.scale.run import Json
+    from analyzer.scale.run import Columns, Json
 
-    # --json alone: the core writes the lines itself, no Python object per connection
+    # --json alone: the core writes the lines itself, no Python object per connection; else
+    # the core's columns batches (with its JSON Lines too for --json), filtered by the core
     fast_json = bool(args.json and not need_all)
-    want = Json([i for i, c in enumerate(cases.CATALOG) if c.id in args.case]
-                if args.case else None, list(args.port) if args.port else None) \
-        if fast_json else None
+    case_ids = [i for i, c in enumerate(cases.CATALOG) if c.id in args.case] \
+        if args.case else None
+    ports = list(args.port) if args.port else None
+    want = Json(case_ids, ports) if fast_json else Columns(case_ids, ports, json=bool(args.json))
     units, runner = scale.prepare(args, progress, want=want)
 
-    rows: list[dict] = []  # every record, for --csv / --parquet
+    batches: list = []  # every columns batch, for --csv / --parquet
     view = text.View(limit, everything=args.all) if not args.json else None
     unreadable = 0
     interrupted = False
@@ -222,15 +214,14 @@ def cmd_analyze(args) -> int:
                     for chunk in runner.json(index, reports):
                         _write_bytes(stdout, chunk)
                     continue
-                for rec, _ in runner.records(index, reports):
-                    if not _keep(rec, args):
+                for item in runner.batches(index, reports):
+                    if isinstance(item, bytes):  # (--json: the core's lines)
+                        _write_bytes(stdout, item)
                         continue
-                    if args.json:
-                        stdout.write(export.json_line(rec) + "\n")
                     if need_all:
-                        rows.append(rec)
+                        batches.append(item)
                     if view is not None:
-                        view.add(rec)
+                        view.add_batch(item)
             except UnreadableCapture as e:
                 unreadable += 1
                 print(f"rstscope: {one_line(str(e))}", file=sys.stderr)
@@ -247,15 +238,14 @@ def cmd_analyze(args) -> int:
         for note in r.notes:
             print(f"rstscope: {one_line(r.path)}: {note}", file=sys.stderr)
     if need_all:
-        import pandas as pd
+        from analyzer.core.batch import concat
 
-        from analyzer.pipeline import RECORD_FIELDS
-
-        df = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
+        df = concat(batches).frame(flat=True)
+        del batches[:]
         if args.csv:
-            export.write_csv(df, args.csv, args.force)
+            export.write_csv(df, args.csv, args.force, flat=True)
         if args.parquet:
-            export.write_parquet(df, args.parquet, args.force)
+            export.write_parquet(df, args.parquet, args.force, flat=True)
     if view is not None and args.summary_json:
         from analyzer.report import aggregate
 

@@ -145,6 +145,7 @@ class FileReport:
 
 GC_EVERY = 1 << 16  # young-generation collections, in connections handed on
 BATCH = 4096  # connections finished at a time at the end of the input
+BATCH_ROWS = 1 << 16  # connections per columns batch handed on while reading
 
 
 def iter_connections(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
@@ -204,6 +205,36 @@ def json_batches(obs, feeding: Iterator) -> Iterator[bytes]:
             yield obs.json.take()
     if len(obs.json):
         yield obs.json.take()
+
+
+def iter_batches(path: str, report: FileReport, timeouts: Timeouts | None = None, *,
+                 check_ip_checksums: bool = False, zeek_options: dict | None = None,
+                 case_ids: list[int] | None = None, ports: list[int] | None = None,
+                 progress=None, name: str | None = None, rows: int = BATCH_ROWS,
+                 json: bool = False) -> Iterator:
+    """The records of one capture as columns (``analyzer.core.columns.Batch``, at least
+    ``rows`` at a time, the rest at the end), kept by the core in C arrays: no Python object per
+    connection. Filters and ``name`` as ``iter_json``. ``json``: the core writes JSON Lines
+    too, yielded (bytes) as they come, between the batches."""
+    obs = Observer(timeouts or Timeouts(), zeek_options, columns_file=name or path,
+                   json_file=(name or path) if json else None)
+    obs.set_filter(case_ids, ports)
+    yield from column_batches(obs, _native_read(obs, path, report, check_ip_checksums,
+                                                progress, None, name), rows)
+
+
+def column_batches(obs, feeding: Iterator, rows: int = BATCH_ROWS) -> Iterator:
+    """The Batches (and, with ``obs.json``, the JSON Lines) ``obs`` makes while ``feeding`` (a
+    ``feed_observer``) runs."""
+    for _ in feeding:
+        if obs.json is not None and len(obs.json):
+            yield obs.json.take()
+        if len(obs.columns) >= rows:
+            yield obs.columns.take()
+    if obs.json is not None and len(obs.json):
+        yield obs.json.take()
+    if len(obs.columns):
+        yield obs.columns.take()
 
 
 def _native_read(obs, path: str, report: FileReport, check_ip_checksums: bool, progress,

@@ -32,6 +32,7 @@ from analyzer.core.conn cimport (
     conn_observe_icmp,
 )
 from analyzer.core.decode cimport Counts, NativeReader, decode_ip, find_ip
+from analyzer.core.columns cimport Columns
 from analyzer.core.records cimport JsonLines
 from analyzer.core.verdict cimport Verdict, classify_conn, verdict_to_py
 from analyzer.core.seg cimport F_ACK, F_RST, F_SYN, ICMP_NONE, Addr, Seg, seg_from_py
@@ -151,7 +152,8 @@ cdef class Observer:
     """Feeds segments to connections and classifies each one as it finishes (verdict.pyx).
     Finished connections queue in ``done`` as (Connection, Verdict) pairs, in the order they
     finish; or, with ``json_file`` (the records' "file" field), only as JSON Lines in ``json``
-    (``json.take()``), filtered by ``set_filter``. ``on_end(conn, verdict)`` (optional) is
+    (``json.take()``), and/or with ``columns_file`` as columns (``columns.take()``, a
+    columns.Batch), filtered by ``set_filter``. ``on_end(conn, verdict)`` (optional) is
     called once, at the segment that ends a connection (live mode prints it at once), with the
     connection and its verdict as they stand then (the connection stays open for its last
     ACKs; its pair in ``done`` comes when it finishes)."""
@@ -193,6 +195,7 @@ cdef class Observer:
     cdef Py_ssize_t n_closing
     cdef Py_ssize_t i_closing
     cdef public JsonLines json
+    cdef public Columns columns  # the records as columns (``columns``), or None
     cdef uint64_t keep_cases  # bit per catalog case kept in the JSON (all bits: no filter)
     cdef uint16_t keep_ports[MAX_PORTS]  # either port of a connection kept (none: no filter)
     cdef int n_keep_ports
@@ -206,7 +209,8 @@ cdef class Observer:
         self.table = NULL
         self.answered = NULL
 
-    def __init__(self, timeouts=None, zeek_options=None, on_end=None, json_file=None):
+    def __init__(self, timeouts=None, zeek_options=None, on_end=None, json_file=None,
+                 columns_file=None):
         from analyzer.timeouts import Timeouts
 
         t = timeouts or Timeouts()
@@ -223,6 +227,7 @@ cdef class Observer:
         self.on_end = on_end
         self.done = []
         self.json = JsonLines(json_file) if json_file is not None else None
+        self.columns = Columns(columns_file) if columns_file is not None else None
         self.keep_cases = ~(<uint64_t>0)
         self.n_keep_ports = 0
         self.cap_slots = 1024
@@ -579,9 +584,12 @@ cdef class Observer:
         cdef Verdict v
         if classify_conn(&slot.conn, self.was_answered_by_server(slot), &v) < 0:
             raise MemoryError()
-        if self.json is not None:
+        if self.json is not None or self.columns is not None:
             if self.kept(&slot.conn, &v):
-                self.json.add(&slot.conn, &slot.zeek, &v)
+                if self.json is not None:
+                    self.json.add(&slot.conn, &slot.zeek, &v)
+                if self.columns is not None:
+                    self.columns.add(&slot.conn, &slot.zeek, &v)
         else:  # (exported after the classifier: its give_up is in the timelines)
             self.done.append((self.export(slot), verdict_to_py(&v, &slot.conn)))
         self.remove(idx)

@@ -1,6 +1,7 @@
 # Records straight from the compiled connection (records.pyx): JSON Lines written in C.
 
 from analyzer.core.conn cimport Conn
+from analyzer.core.seg cimport Addr
 from analyzer.core.verdict cimport Verdict
 from analyzer.core.zeekview cimport ZeekConn
 
@@ -17,3 +18,8 @@ cdef class JsonLines:
     cdef Out out
     cdef bytes file_json
     cdef int add(self, const Conn* c, const ZeekConn* z, const Verdict* v) except -1
+
+# Shared with columns.pyx: Python's round(x, ndigits), and an address as inet_ntop writes it
+# (out holds at least 48 bytes).
+cdef double py_round(double x, int ndigits) except? -1.0
+cdef int addr_text(const Addr* a, int version, char* out) noexcept nogil

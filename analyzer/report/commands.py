@@ -62,13 +62,15 @@ def _check_output(path: str, force: bool, suffixes: tuple[str, ...]) -> None:
 def _gather(files: list[str], per_case: int):
     """The report's table, streamed from the pipeline: the records themselves are not kept
     (a million of them would take gigabytes), only their columns and a few to draw."""
-    from analyzer.pipeline import iter_records
+    from analyzer.pipeline import FileReport, iter_batches
     from analyzer.report import html, table
 
     reports: list = []
     collector = table.Collector(per_case)
-    for rec, _ in iter_records(files, reports):
-        collector.add(rec)
+    for path in files:  # (the core's columns: no record made but for the samples)
+        reports.append(FileReport(path))
+        for batch in iter_batches(path, reports[-1]):
+            collector.add_batch(batch)
     frame = collector.frame()
     _give_back_memory()
     return html.ReportInput(frame, collector.samples, files,

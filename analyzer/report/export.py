@@ -133,15 +133,20 @@ def create_new(path: str, force: bool):
     return f
 
 
-def write_csv(df, path: str, force: bool = False) -> None:
-    """`-` writes to standard output."""
+def write_csv(df, path: str, force: bool = False, flat: bool = False) -> None:
+    """`-` writes to standard output. ``flat``: ``df`` holds no lists already (a columns
+    batch's ``frame(flat=True)``), so no cell is looked at again."""
+    if not flat:
+        df = _flat(df)
     if path == "-":
-        _flat(df).to_csv(sys.stdout, index=False)
+        df.to_csv(sys.stdout, index=False)
         return
-    write_new(path, force, lambda tmp: _flat(df).to_csv(tmp, index=False), ".csv")
+    write_new(path, force, lambda tmp: df.to_csv(tmp, index=False), ".csv")
 
 
-def write_parquet(df, path: str, force: bool = False) -> None:
+def write_parquet(df, path: str, force: bool = False, flat: bool = False) -> None:
     if path == "-":
         raise UsageError("--parquet needs a file name, not -")
-    write_new(path, force, lambda tmp: _flat(df).to_parquet(tmp, index=False), ".parquet")
+    if not flat:
+        df = _flat(df)
+    write_new(path, force, lambda tmp: df.to_parquet(tmp, index=False), ".parquet")

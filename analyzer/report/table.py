@@ -110,6 +110,66 @@ class Collector:
             self._sampled[rec["case"]] = self._sampled.get(rec["case"], 0) + 1
             self.samples.append(rec)
 
+    def add_batch(self, batch) -> None:
+        """``add`` for every row of a columns batch (``analyzer.core.columns.Batch``), in its
+        order, with no record made but for the samples: the same codes, dictionaries and
+        numbers, computed over the arrays."""
+        from analyzer.core import columns
+
+        a, values, codes = batch.a, self.values, self.codes
+        rows = np.arange(len(batch))
+        self._code("file", batch.file(rows))
+        self._code("client_addr", batch.address("client", rows))
+        self._code("server", batch.endpoint("server", rows))
+        # the verdict's fields as one integer per row, then one tuple per distinct integer
+        key = np.zeros(len(batch), dtype=np.int64)
+        parts = [a["case"], a["closer"], a["n_sees"][:, 0], *a["sees"][:, :2].T,
+                 a["n_sees"][:, 1], *a["sees"][:, 2:].T, a["confidence"],
+                 a["rival"].astype(np.int64) + 1, a["zeek_state"]]
+        bits = (7, 2, 2, 4, 4, 2, 4, 4, 1, 7, 4)  # (41 in all: cases < 64, errnos < 16, ...)
+        for part, width in zip(parts, bits, strict=True):
+            key = (key << width) | part.astype(np.int64)
+        local, uniques = pd.factorize(key)
+        remap = np.empty(len(uniques), dtype=np.int32)
+        verdicts = values["verdict"]
+        for i, k in enumerate(uniques.tolist()):
+            f = []
+            for width in reversed(bits):
+                f.append(k & ((1 << width) - 1))
+                k >>= width
+            (zeek, rival, conf, s1, s0, ns, c1, c0, nc, closer, case) = f
+            sees = [columns.ERRNOS[e] for e in (c0, c1)]
+            ssees = [columns.ERRNOS[e] for e in (s0, s1)]
+            vkey = (columns.CASE_IDS[case], columns.CLOSERS[closer], tuple(sees[:nc]),
+                    tuple(ssees[:ns]), columns.CONFIDENCES[conf],
+                    columns.CASE_IDS[rival - 1] if rival else None, columns.ZEEK_STATES[zeek])
+            remap[i] = verdicts.setdefault(vkey, len(verdicts))
+        codes["verdict"].extend(remap[local].tolist())
+        num = self.numbers
+        num["client_port"].extend(a["client_port"].tolist())
+        for name in ("conn", "start", "end", "packets", "first_frame", "last_frame"):
+            num[name].extend(a[name].tolist())
+        # the samples: the first per_case rows to end of each abnormal case
+        picks = []
+        for code in np.unique(a["case"][columns.CASE_ABNORMAL[a["case"]]]):
+            case = columns.CASE_IDS[code]
+            room = self.per_case - self._sampled.get(case, 0)
+            if room > 0:
+                at = np.flatnonzero(a["case"] == code)[:room]
+                self._sampled[case] = self._sampled.get(case, 0) + len(at)
+                picks.append(at)
+        if picks:
+            self.samples.extend(batch.records(np.sort(np.concatenate(picks))))
+
+    def _code(self, name: str, column: np.ndarray) -> None:
+        """Codes of ``column``'s values in dictionary ``name``, new values in order of first
+        appearance (as ``add`` gives them)."""
+        local, uniques = pd.factorize(column)
+        known = self.values[name]
+        remap = np.array([known.setdefault(u, len(known)) for u in uniques.tolist()],
+                         dtype=np.int32)
+        self.codes[name].extend(remap[local].tolist() if len(remap) else [])
+
     def __len__(self) -> int:
         return len(self.numbers["conn"])
 

@@ -36,6 +36,12 @@ def _sees(x) -> str:
     return ", ".join(map(str, x)) if len(x) else "nothing"
 
 
+# what connection_block and the listing read of a record
+BLOCK_FIELDS = ("file", "conn", "client", "server", "first_frame", "last_frame", "case", "title",
+                "closer", "client_sees", "server_sees", "confidence", "rival", "reason",
+                "evidence", "abnormal", "advice")
+
+
 def connection_block(rec: dict) -> str:
     """Several lines about one connection: what happened, who closed, what each side saw."""
     conf = "" if rec.get("confidence") in ("certain", None) or shown(rec.get("rival")) == "-" \
@@ -116,11 +122,13 @@ def who_resets_whom(df, n: int = 3) -> str:
 
 
 class View:
-    """The text view of ``rstscope analyze``, fed one record at a time.
+    """The text view of ``rstscope analyze``, fed a columns batch at a time (``add_batch``,
+    ``analyzer.core.columns.Batch``) or a record at a time (``add``).
 
     It keeps what the summary needs of every connection (the case; client and server of the
     abnormal ones) and whole records only for those it may list: at most ``limit`` per case
-    (None: all), the lowest (file, conn) first; ``everything`` lists ordinary endings too.
+    (None: all), the lowest (file, conn) first; ``everything`` lists ordinary endings too. From
+    a batch, records are built only for the rows it may list.
     """
 
     def __init__(self, limit: int | None, everything: bool = False):
@@ -131,6 +139,45 @@ class View:
         self.ends: list[tuple] = []
         self._stub: dict[str, tuple] = {}
         self.listed: dict[str, list[dict]] = {}
+        self._pieces: list = []  # (case, client_addr, server) columns of each batch
+        # with no limit, every listed row: (batch, its rows), made records only when rendered
+        # (a batch's arrays are a tenth of its records' size)
+        self._batches: list = []
+
+    def add_batch(self, batch) -> None:
+        import numpy as np
+
+        from analyzer.core.columns import CASE_ABNORMAL, CASE_IDS
+
+        codes = batch.a["case"]
+        for code, n in enumerate(np.bincount(codes, minlength=len(CASE_IDS))):
+            if n:
+                self.counts[CASE_IDS[code]] += int(n)
+        abnormal = CASE_ABNORMAL[codes]
+        ab = np.flatnonzero(abnormal)
+        addr = np.full(len(codes), None, dtype=object)
+        server = addr.copy()
+        addr[ab] = batch.address("client", ab)
+        server[ab] = batch.endpoint("server", ab)
+        self._pieces.append((CASE_IDS[codes], addr, server))
+        if self.limit == 0:
+            return
+        rows = batch.order()  # (file, conn): the lowest of each case are listed
+        if not self.everything:
+            rows = rows[abnormal[rows]]
+        if self.limit is None:
+            self._batches.append((batch, rows))
+            return
+        if self.limit is not None:  # the first `limit` rows of each case
+            case = codes[rows]
+            rows = np.concatenate([rows[case == c][:self.limit] for c in np.unique(case)]
+                                  or [rows[:0]])
+        for rec in batch.records(rows):
+            kept = self.listed.setdefault(rec["case"], [])
+            kept.append(rec)
+            if self.limit is not None and len(kept) > 4 * self.limit + 64:
+                kept.sort(key=_by_number)
+                del kept[self.limit:]
 
     def add(self, rec: dict) -> None:
         case = rec["case"]
@@ -150,9 +197,17 @@ class View:
             del kept[self.limit:]
 
     def frame(self):
+        import numpy as np
         import pandas as pd
 
-        return pd.DataFrame(self.ends, columns=["case", "client_addr", "server"])
+        cols = ["case", "client_addr", "server"]
+        if not self._pieces:
+            return pd.DataFrame(self.ends, columns=cols)
+        pieces = list(self._pieces)
+        if self.ends:
+            pieces.append(tuple(np.array(c, dtype=object) for c in zip(*self.ends, strict=True)))
+        return pd.DataFrame({name: np.concatenate([p[i] for p in pieces])
+                             for i, name in enumerate(cols)}, columns=cols)
 
     def render(self, n_files: int, reports=()) -> str:
         parts = [summary_from_counts(self.counts, n_files)]
@@ -169,28 +224,67 @@ class View:
             parts += ["", listing]
         return "\n".join(parts) + "\n"
 
+    def _kept(self, case: str):
+        """How many records are listed for ``case`` and (an iterator) those records, by (file,
+        conn): the first ``limit``."""
+        kept = sorted(self.listed.get(case, ()), key=_by_number)[:self.limit]
+        if not self._batches:
+            return len(kept), iter(kept)
+        import numpy as np
+
+        from analyzer.core.columns import CASE_IDS
+
+        code = list(CASE_IDS).index(case)
+        picks = [(b, rows[b.a["case"][rows] == code]) for b, rows in self._batches]
+        picks = [(b, rows) for b, rows in picks if len(rows)]
+        if not picks:
+            return len(kept), iter(kept)
+        files = sorted({f for b, _ in picks for f in b.files})
+        rank = {f: i for i, f in enumerate(files)}
+        which = np.concatenate([np.full(len(r), i) for i, (_, r) in enumerate(picks)])
+        rows = np.concatenate([r for _, r in picks])
+        frank = np.concatenate([np.array([rank[f] for f in b.files])[b.file_code[r]]
+                                for b, r in picks])
+        conn = np.concatenate([b.a["conn"][r] for b, r in picks])
+        order = np.lexsort((conn, frank))
+        which, rows = which[order], rows[order]
+
+        def records(chunk: int = 4096):  # (a chunk at a time: a case may be most rows)
+            for lo in range(0, len(rows), chunk):
+                recs: list = [None] * len(rows[lo:lo + chunk])
+                for i, (b, _) in enumerate(picks):  # each batch's records at once
+                    at = np.flatnonzero(which[lo:lo + chunk] == i)
+                    for j, rec in zip(at, b.records(rows[lo:lo + chunk][at], BLOCK_FIELDS),
+                                      strict=True):
+                        recs[j] = rec
+                yield from recs
+
+        if kept:  # (records added one at a time too: merged in order)
+            return len(kept) + len(rows), iter(sorted([*kept, *records()], key=_by_number))
+        return len(rows), records()
+
     def _listing(self, n_files: int) -> str:
-        if not self.listed:
+        if not self.listed and not self._batches:
             return ""
         limit = self.limit
         out = [f"Connections, at most {number(limit)} of each case (--limit N, --all):"
                if limit is not None else "Connections:"]
         left = 0
         for case in cases.CATALOG:
-            kept = sorted(self.listed.get(case.id, ()), key=_by_number)[:limit]
-            if not kept:
+            n_kept, kept = self._kept(case.id)
+            if not n_kept:
                 continue
             total = self.counts[case.id]
-            out.append(f"-- {case.id}: {number(len(kept))} of {number(total)}")
+            out.append(f"-- {case.id}: {number(n_kept)} of {number(total)}")
             last_file = None
             for rec in kept:
                 if n_files > 1 and rec["file"] != last_file:
                     out.append(f"== {rec['file']}")
                     last_file = rec["file"]
                 out.append(connection_block(rec))
-            if total > len(kept):
-                left += total - len(kept)
-                out.append(f"   … {number(total - len(kept))} more {case.id} not listed")
+            if total > n_kept:
+                left += total - n_kept
+                out.append(f"   … {number(total - n_kept)} more {case.id} not listed")
         if left:
             out.append(f"{number(left)} connection(s) not listed: --limit N lists up to N of "
                        "each case, --all lists them all.")

@@ -16,7 +16,8 @@ from analyzer.errors import UsageError
 def prepare(args, progress=None, want=None):
     """(units, runner) for ``rstscope analyze``'s arguments; ``progress(path)`` may return a
     callable fed the byte offset reached; ``want``: a ``run.Json`` for ``runner.json`` (JSON
-    Lines written by the core), else ``runner.records``. The caller closes the runner."""
+    Lines written by the core) or a ``run.Columns`` for ``runner.batches`` (the core's columns
+    batches). The caller closes the runner."""
     from analyzer.scale.inputs import expand
     from analyzer.scale.run import Options, Runner, Workers, farmable
     from analyzer.timeouts import Timeouts

@@ -27,9 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from analyzer.errors import CaptureError, UsageError
-from analyzer.pipeline import FileReport, iter_connections, iter_json, make_record
+from analyzer.pipeline import (
+    FileReport,
+    iter_batches,
+    iter_connections,
+    iter_json,
+    make_record,
+)
 from analyzer.scale.inputs import Unit
-from analyzer.scale.sets import set_connections, set_json
+from analyzer.scale.sets import set_batches, set_connections, set_json
 from analyzer.timeouts import Timeouts
 
 CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
@@ -48,7 +54,8 @@ class Options:
 class Result:
     """What a worker sends back for one unit."""
 
-    records: list[dict] | bytes  # records, or their JSON Lines (``Json``)
+    records: list[dict] | bytes | list  # records, their JSON Lines (``Json``), or columns
+    # batches with any JSON Lines between them (``Columns``)
     report: FileReport
     error: BaseException | None = None  # raised after the records, as the reading raised it
 
@@ -59,6 +66,30 @@ class Json:
 
     case_ids: list[int] | None = None
     ports: list[int] | None = None
+
+
+@dataclass
+class Columns:
+    """Asks for columns batches (``pipeline.iter_batches``, the same filters as ``Json``), and
+    with ``json`` for the JSON Lines too (bytes, between the batches)."""
+
+    case_ids: list[int] | None = None
+    ports: list[int] | None = None
+    json: bool = False
+
+
+def unit_batches(unit: Unit, report: FileReport, opts: Options, want: Columns,
+                 paths: list[str] | None = None, progress=None) -> Iterator:
+    """The unit's columns batches (and JSON Lines, as ``want`` says), read in this process
+    (``paths``: as ``unit_pairs``)."""
+    paths = paths or unit.paths
+    kw = dict(check_ip_checksums=opts.check_ip_checksums, zeek_options=opts.zeek_options,
+              case_ids=want.case_ids, ports=want.ports, json=want.json)
+    if len(paths) > 1:
+        yield from set_batches(paths, unit.paths, report, opts.timeouts, **kw)
+    else:
+        yield from iter_batches(paths[0], report, opts.timeouts, progress=progress,
+                                name=None if paths == unit.paths else unit.name, **kw)
 
 
 def unit_pairs(unit: Unit, report: FileReport, opts: Options, paths: list[str] | None = None,
@@ -104,6 +135,8 @@ def analyze_unit(unit: Unit, paths: list[str], opts: Options, want: Json | None 
         if want is None:
             for conn, verdict in unit_pairs(unit, report, opts, paths):
                 out.append(make_record(conn, verdict, unit.name))
+        elif isinstance(want, Columns):
+            out.extend(unit_batches(unit, report, opts, want, paths))
         else:
             out.extend(unit_json(unit, report, opts, want, paths))
     except Exception as exc:  # noqa: BLE001 - raised again by the client, in its place
@@ -114,7 +147,8 @@ def analyze_unit(unit: Unit, paths: list[str], opts: Options, want: Json | None 
                 p.path = unit.paths[0]
                 p.args = (p.one_line(),)
     with gc_off():
-        return pickle.dumps(Result(out if want is None else b"".join(out), report, error),
+        return pickle.dumps(Result(b"".join(out) if isinstance(want, Json) else out, report,
+                                   error),
                             pickle.HIGHEST_PROTOCOL)
 
 
@@ -261,6 +295,20 @@ class Runner:
         yield from unit_json(unit, report, self.opts, self.want or Json(),
                              progress=self._bar(unit))
 
+    def batches(self, index: int, reports: list[FileReport]) -> Iterator:
+        """The same as columns batches (``want``: a ``Columns``), with any JSON Lines it asks
+        for (bytes) between them."""
+        unit, res = self._start(index, reports)
+        if res is not None:
+            yield from res.records
+            if res.error is not None:
+                raise res.error
+            return
+        report = FileReport(unit.name)
+        reports.append(report)
+        yield from unit_batches(unit, report, self.opts, self.want or Columns(),
+                                progress=self._bar(unit))
+
     def close(self) -> None:
         if self.pool_of is not None:
             self.pool_of.close()
@@ -272,4 +320,4 @@ def farmable(unit: Unit) -> bool:
     return unit.error is None and unit.paths != ["-"]
 
 
-__all__ = ["CONNECT_SECONDS", "Json", "Options", "Runner", "Workers", "analyze_unit"]
+__all__ = ["CONNECT_SECONDS", "Columns", "Json", "Options", "Runner", "Workers", "analyze_unit"]

@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from analyzer.capture.stats import ReadStats
-from analyzer.pipeline import FileReport, feed_observer, json_batches, without_gc
+from analyzer.pipeline import (
+    FileReport,
+    column_batches,
+    feed_observer,
+    json_batches,
+    without_gc,
+)
 from analyzer.timeouts import Timeouts
 
 
@@ -34,6 +40,20 @@ def set_json(paths: list[str], names: list[str], report: FileReport,
     obs = Observer(timeouts or Timeouts(), zeek_options, json_file=names[0])
     obs.set_filter(case_ids, ports)
     yield from json_batches(obs, _read(obs, paths, names, report, check_ip_checksums, None))
+
+
+def set_batches(paths: list[str], names: list[str], report: FileReport,
+                timeouts: Timeouts | None = None, *, check_ip_checksums: bool = False,
+                zeek_options: dict | None = None, case_ids: list[int] | None = None,
+                ports: list[int] | None = None, json: bool = False) -> Iterator:
+    """The set's records as columns batches (``pipeline.iter_batches``; JSON Lines too with
+    ``json``), ``file`` the set's name (its first file)."""
+    from analyzer.core.observer import Observer
+
+    obs = Observer(timeouts or Timeouts(), zeek_options, columns_file=names[0],
+                   json_file=names[0] if json else None)
+    obs.set_filter(case_ids, ports)
+    yield from column_batches(obs, _read(obs, paths, names, report, check_ip_checksums, None))
 
 
 def _read(obs, paths, names, report, check_ip_checksums, done):
