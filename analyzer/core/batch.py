@@ -13,6 +13,8 @@ is the state-change table, computed over the arrays with numpy.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from analyzer.core import columns as _c
@@ -158,6 +160,7 @@ class Batch:
             "anomalies": lambda: _c.anomalies(a["text"], texts, first, a["n_anom"], rows, flat),
             "ip_version": lambda: a["ip_version"][rows].astype(np.int64),
             "duration": lambda: a["duration"][rows],
+            "tunnel": lambda: _tunnels(a["tunnel"][rows], flat),
         }
 
     def events(self):
@@ -193,6 +196,13 @@ class Batch:
             columns=list(EVENT_FIELDS))
 
 
+def _tunnels(values, flat: bool):
+    """The tunnel column: dicts or None, or (flat) their JSON text as export._flat writes it."""
+    if not flat:
+        return values
+    return np.array([None if v is None else json.dumps(v) for v in values], dtype=object)
+
+
 def concat(batches) -> Batch:
     """One Batch of several (files merged)."""
     batches = [b for b in batches if b is not None and len(b)]
@@ -207,6 +217,7 @@ def concat(batches) -> Batch:
     if not batches:
         return Batch([], np.zeros(0, dtype=np.int32),
                      {name: np.zeros((0, width) if width > 1 else 0, dtype=dtype)
-                      for name, dtype, width in FIELDS})
+                      for name, dtype, width in FIELDS} | {"tunnel": np.zeros(0, dtype=object)})
     arrays = {name: np.concatenate([b.a[name] for b in batches]) for name, _, _ in FIELDS}
+    arrays["tunnel"] = np.concatenate([b.a["tunnel"] for b in batches])
     return Batch(files, np.concatenate(codes), arrays)

@@ -15,4 +15,5 @@ cdef class Columns:
     cdef Vec v[32]  # one per field of FIELDS (columns.pyx), in that order
     cdef Py_ssize_t n
     cdef public str file
+    cdef list tunnels  # (row, tunnel dict) of the few rows that came through a tunnel
     cdef int add(self, const Conn* c, const ZeekConn* z, const Verdict* v) except -1

@@ -18,7 +18,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset, strlen
 
-from analyzer.core.conn cimport Conn, Ep, hist_fs, hist_ts
+from analyzer.core.conn cimport Conn, Ep, hist_fs, hist_ts, tunnel_export
 from analyzer.core.records cimport addr_text, py_round
 from analyzer.core.seg cimport Addr
 from analyzer.core.verdict cimport (
@@ -145,6 +145,7 @@ cdef class Columns:
 
     def __init__(self, str file):
         self.file = file
+        self.tunnels = []
 
     def __dealloc__(self):
         cdef int i
@@ -163,7 +164,7 @@ cdef class Columns:
         push_i64(&self.v[F_CONN], c.conn_id)
         push_i64(&self.v[F_FIRST], c.first_frame)
         push_i64(&self.v[F_LAST], c.last_frame)
-        push_i64(&self.v[F_PACKETS], c.packets - c.duplicates)
+        push_i64(&self.v[F_PACKETS], c.packets)  # (capture duplicates were never counted)
         push_i64(&self.v[F_BYTES_C], c.d[0].bytes)
         push_i64(&self.v[F_BYTES_S], c.d[1].bytes)
         push_f64(&self.v[F_START], py_round(c.start, 9))
@@ -202,6 +203,8 @@ cdef class Columns:
         push_u8(&self.v[F_NANOM], n)
         for i in range(n):
             push_text(self, v, c, i)
+        if c.more != NULL and c.more.tunnel != NULL:
+            self.tunnels.append((self.n, tunnel_export(c.more.tunnel)))
         self.n += 1
         return 0
 
@@ -217,6 +220,11 @@ cdef class Columns:
                 memcpy(<char*><uint64_t>a.ctypes.data, self.v[i].buf, self.v[i].len)
             arrays[name] = a.reshape(-1, width) if width > 1 else a
             self.v[i].len = 0
+        tunnel = np.full(self.n, None, dtype=object)
+        for row, value in self.tunnels:
+            tunnel[row] = value
+        arrays["tunnel"] = tunnel
+        self.tunnels = []
         from analyzer.core.batch import Batch
 
         batch = Batch([self.file], np.zeros(self.n, dtype=np.int32), arrays)

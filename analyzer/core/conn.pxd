@@ -229,6 +229,7 @@ cdef bint conn_new_attempt(const Conn* c, const Seg* s) noexcept nogil
 # The connection as an analyzer.connection.Connection (zeek is left None for the observer to
 # fill).
 cdef object conn_export(const Conn* c)
+cdef object tunnel_export(const Tunnel* t)  # pipeline.RECORD_FIELDS["tunnel"]
 
 # The layout's bits, shared by the modules that read a Conn (conn.pyx, verdict.pyx, records.pyx).
 cdef enum:
