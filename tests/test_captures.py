@@ -183,3 +183,33 @@ def test_lab_live_against_the_kernel(tmp_path):
     fresh = sorted(tmp_path.glob("*.json"))
     assert {json.loads(p.read_text())["case"] for p in fresh} == set(cases.BY_ID)
     check_figures(evaluate(fresh))
+
+
+@pytest.mark.parametrize("stem", ["backlog_overflow_recovers", "backlog_overflow_recovers_v6"])
+def test_stalled_handshake_establishes_where_the_kernel_did(stem):
+    """A final ACK dropped by a full accept queue: the server's ESTABLISHED sits at the client
+    segment its kernel accepted (inet_sock_set_state), seconds after the ACK it dropped."""
+    from analyzer.lab.wire import read_packets
+
+    label, pcap = load(CAPTURES / f"{stem}.json")
+    if not label.get("tracefs"):
+        pytest.skip("label made without tracefs")
+    rec = labelled_record(label, pcap)
+    assert rec is not None and rec["case"] == "backlog_overflow", rec and rec["reason"]
+    cport = int(label["client"].rsplit(":", 1)[1])
+    sport = int(label["server"].rsplit(":", 1)[1])
+    events = label["kernel"]["inet_sock_set_state"]
+    syn_sent = next(e["t"] for e in events if (e["sport"], e["dport"]) == (cport, sport)
+                    and e["newstate"] == "TCP_SYN_SENT")
+    est = next(e["t"] for e in events if (e["sport"], e["dport"]) == (sport, cport)
+                and e["newstate"] == "TCP_ESTABLISHED")
+    packets = read_packets(pcap)
+    frame_of = {p["epoch"]: i + 1 for i, p in enumerate(packets)}  # (1-based, as Wireshark)
+    syn_epoch = next(p["epoch"] for p in packets if p.get("sport") == cport
+                     and p.get("flags") == "S")
+    ours = next(frame for state, frame in rec["server_states"] if state == "ESTABLISHED")
+    ours_epoch = next(e for e, f in frame_of.items() if f == ours)
+    # the delay line holds the SYN some tens of ms after connect(): 0.2 s of slack, where the
+    # ACK the kernel dropped is seconds earlier
+    assert abs((ours_epoch - syn_epoch) - (est - syn_sent)) < 0.2, (ours, est - syn_sent)
+    assert est - syn_sent > 1.0

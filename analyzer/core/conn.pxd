@@ -110,6 +110,10 @@ ctypedef struct DirMore:
     uint32_t zero_windows
     uint8_t n_ladder
     uint8_t n_keep
+    # the run of window-0 advertisements still going at this side's last segment: its first
+    # (0: the window is open, or was never closed)
+    int64_t zw_frame
+    double zw_ts
 
 # DirFacts: what one side sent.
 ctypedef struct Dir:
@@ -152,6 +156,17 @@ ctypedef struct ConnMore:
     RstRec* pend_copy  # [2]: a pending challenge's RST that its sender's list did not keep
     uint32_t n_anom  # all anomalies, kept or not
     uint8_t n_icmp
+    # A handshake stalled by a full accept queue (STALL_* bits in `stall`): the client's ACK of
+    # the SYN/ACK that the server's kernel ignored, the client segment it accepted in the end
+    # (0 while the server is held in SYN_RCVD), and the client's latest segment meanwhile.
+    int64_t stall_frame
+    double stall_ts
+    int64_t accept_frame
+    double accept_ts
+    int64_t cand_frame
+    double cand_ts
+    uint32_t stall_rtx  # the client's data retransmitted while the server sent only SYN/ACKs
+    uint8_t stall
 
 ctypedef struct Conn:
     int64_t conn_id
@@ -173,6 +188,9 @@ ctypedef struct Conn:
     Ep ep[2]  # client, server
     Dir d[2]  # what the client / the server sent
     ConnMore* more  # NULL until needed
+    # the connection's longest silence (seconds between two segments) and the segment after it
+    double idle_gap
+    int64_t idle_frame
 
 cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
     if ep.fs0 & HIST_INLINE:
@@ -256,6 +274,12 @@ cdef enum:
     R_ANSWERS_SYN = 1 << 4
     R_FORGED = 1 << 5
     R_CHALLENGE = 1 << 6  # challenge_frame is not None
+
+# ConnMore.stall
+cdef enum:
+    STALL_ON = 1 << 0  # the server is held in SYN_RCVD until a client segment is accepted
+    STALL_SYNACK = 1 << 1  # the server retransmitted its SYN/ACK after the client's ACK
+    STALL_DATA = 1 << 2  # the client's data was retransmitted, the server sent only SYN/ACKs
 
 # One Conn driven from Python Segments (tests): the Python Connection's interface. Declared here
 # so that other modules' test probes (verdict.ClassifyProbe) extend it.

@@ -36,6 +36,9 @@ from analyzer.core.conn cimport (
     H_MAXACK,
     H_NEXT,
     H_SAOR,
+    STALL_DATA,
+    STALL_ON,
+    STALL_SYNACK,
     R_ACCEPTED,
     R_ANSWERS_SYN,
     R_CHALLENGE,
@@ -120,6 +123,19 @@ cdef enum:
     RS_GRACEFUL
     RS_OPEN
     RS_PARTIAL
+    RS_BACKLOG_STALL  # n0 the ignored ACK, n1 the accepted segment, idx ending (EN_*), role
+    RS_MIDDLEBOX_RST  # role: the RST's claimed sender, n0 the segment after the gap, n1 RST
+    RS_MIDDLEBOX_DROP  # role: the sender, n0 the segment after the gap, n1 rungs
+    RS_ZERO_WINDOW  # role: the receiver, n0 its first window 0, n1 the sender's probes
+    RS_LISTENER_CLOSED  # n0 the RST, bits DATA: the client had sent data
+
+# how a stalled handshake ended (RS_BACKLOG_STALL's idx)
+cdef enum:
+    EN_NEVER  # still held in SYN_RCVD when the capture ended
+    EN_RST  # role: the RST's sender
+    EN_FINS
+    EN_FIN  # role: the only side that sent a FIN
+    EN_OPEN
 
 cdef enum:
     RB_FORGED = 1
@@ -129,6 +145,12 @@ cdef enum:
     RB_CHALLENGE = 16
     RB_N0_NONE = 32  # n0 is Python's None (printed "None")
     RB_N1_NONE = 64
+    RB_SYNACK = 1  # RS_BACKLOG_STALL: the server retransmitted its SYN/ACK
+    RB_DATA = 1  # RS_LISTENER_CLOSED: the client had sent data
+
+# A silence this long (seconds) before the segment a middlebox refused is an idle gap; a
+# retransmission timer's steps on a fast path are shorter than this until its last ones.
+DEF IDLE_MIN = 1.0
 
 ctypedef bint (*RuleFn)(const Conn* c, bint listener_seen, Verdict* v) noexcept nogil
 
@@ -143,6 +165,7 @@ cdef uint32_t NO_CLOSER_CASES
 cdef int8_t K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE
 cdef int8_t K_RETRANSMISSION_TIMEOUT, K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE
 cdef int8_t K_OPEN, K_GRACEFUL
+cdef int8_t K_UNREAD_DATA_RESET, K_INJECTED_RESET
 cdef const char* ERRNO_NAME[N_ERRNO]
 cdef uint32_t GAVE_UP_ERR  # bit per ERR_*
 cdef int8_t ICMP_ERR[16][2]  # ICMP kind -> ERR_* for IPv4, IPv6; -1: not an error the rule maps
@@ -414,6 +437,48 @@ cdef bint linear(const Dir* cl) noexcept nogil:
     return True
 
 
+cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
+    """The client's final ACK met a full accept queue (conn.pyx's stall): backlog_overflow
+    whatever the ending, which the reason names. The server retransmitting its SYN/ACK after
+    the ACK proves it ignored it; the client's data going unanswered alone could be losses."""
+    cdef const ConnMore* m = c.more
+    cdef const RstRec* r = first_rst(c)
+    cdef uint8_t ending, role = 0
+    cdef int8_t rival
+    cdef Frames f
+    f.n = 0
+    fr_add(&f, m.stall_frame, True)
+    if c.d[1].n_synack >= 2:
+        fr_add(&f, c.d[1].synack[1].frame, True)
+    fr_add(&f, m.accept_frame, True)
+    if m.stall & STALL_ON or not m.accept_frame:
+        ending, rival = EN_NEVER, K_RETRANSMISSION_TIMEOUT
+    elif r != NULL:
+        ending, rival, role = EN_RST, K_ABORTIVE_CLOSE, r.sender & 1
+        if r.receiver_state != S_UNKNOWN and r.receiver_state != S_CLOSED:
+            see(v, 1 - role, ERR_ECONNRESET)
+        fr_add(&f, r.frame, True)
+    elif fin_truthy(&c.d[0]) and fin_truthy(&c.d[1]):
+        ending, rival = EN_FINS, K_GRACEFUL
+        see(v, 0, ERR_EOF)
+        see(v, 1, ERR_EOF)
+        fr_add(&f, c.d[0].fin_frame, True)
+        fr_add(&f, c.d[1].fin_frame, True)
+    elif fin_truthy(&c.d[0]) or fin_truthy(&c.d[1]):
+        role = 0 if fin_truthy(&c.d[0]) else 1
+        ending, rival = EN_FIN, K_OPEN
+        see(v, 1 - role, ERR_EOF)
+        fr_add(&f, c.d[role].fin_frame, True)
+    else:
+        ending, rival = EN_OPEN, K_OPEN
+    put_frames(v, &f)
+    if not m.stall & STALL_SYNACK:
+        likely(v, rival)
+    reason(v, RS_BACKLOG_STALL, role, RB_SYNACK if m.stall & STALL_SYNACK else 0,
+           m.stall_frame, m.accept_frame, ending)
+    return True
+
+
 cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     # Before syn_timeout and the reset cases: the same symptoms, but the server is alive.
     cdef const Dir* cl = &c.d[0]
@@ -422,6 +487,8 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     cdef Frames f
     cdef int i
     cdef bint two_times = False, acked_synack = False
+    if c.more != NULL and c.more.stall & (STALL_SYNACK | STALL_DATA):
+        return backlog_stall(c, v)
     for i in range(1, cl.n_syn):  # len(set(syn_times)) >= 2: a time unlike the first
         if syn_ts(cl, i) != syn_ts(cl, 0):
             two_times = True
@@ -468,6 +535,115 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
         reason(v, RS_BACKLOG_LINEAR, 0, 0, 0, 0, 0)
         return True
     return False
+
+
+cdef bint rule_middlebox_idle_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+    # Before injected_reset (a RST the peer did not send) and retransmission_timeout (data
+    # never acknowledged): an idle gap before the refused segment names the middlebox.
+    cdef const RstRec* r = first_rst(c)
+    cdef const Dir* d
+    cdef const Dir* peer
+    cdef int a, b, p, i, nl
+    cdef Frames f
+    if c.idle_gap < IDLE_MIN or c.idle_frame == 0:
+        return False
+    if r != NULL and r.frame > c.idle_frame:
+        # reset: a RST whose TTL is not its claimed sender's, its sender's only segment after
+        # the gap, answering the other side's first segment after it
+        a = r.sender & 1
+        b = 1 - a
+        d = &c.d[a]
+        if d.n_ttl == 0 or ttl_in(d, r.ttl) or d.last_frame != r.frame \
+                or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > c.idle_frame:
+            return False
+        see(v, b, ERR_ECONNRESET)
+        f.n = 0
+        fr_add(&f, c.idle_frame, True)
+        fr_add(&f, r.frame, True)
+        put_frames(v, &f)
+        reason(v, RS_MIDDLEBOX_RST, a, 0, c.idle_frame, r.frame, r.ttl)
+        return True
+    if r != NULL:
+        return False
+    for p in range(2):
+        # drop: the data sent after the gap retransmitted and never acknowledged, and the peer
+        # silent since the gap; a peer that died during the gap looks the same (likely)
+        d = &c.d[p]
+        peer = &c.d[1 - p]
+        nl = n_ladder(d)
+        if nl < 2 or not d.has & H_NEXT or d.more.ladder[0].frame <= c.idle_frame \
+                or peer.packets == 0 or peer.last_frame > c.idle_frame:
+            continue
+        if peer.has & H_MAXACK and peer.max_ack == d.next_seq:
+            continue
+        see(v, p, ERR_ETIMEDOUT)
+        f.n = 0
+        fr_add(&f, c.idle_frame, True)
+        for i in range(nl if nl < 5 else 5):
+            fr_add(&f, d.more.ladder[i].frame, True)
+        put_frames(v, &f)
+        likely(v, K_RETRANSMISSION_TIMEOUT)
+        reason(v, RS_MIDDLEBOX_DROP, p, 0, c.idle_frame, nl, 0)
+        return True
+    return False
+
+
+cdef bint rule_zero_window_stall(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+    # Before keepalive_timeout: zero-window probes have the keepalive's form (seq = next-1);
+    # the receiver's closed window tells them apart.
+    cdef int rcv, snd, i, probes, first_probe
+    cdef const DirMore* mr
+    cdef const DirMore* ms
+    cdef Frames f
+    if c.d[0].n_rst or c.d[1].n_rst:
+        return False
+    for rcv in range(2):
+        snd = 1 - rcv
+        mr = c.d[rcv].more
+        ms = c.d[snd].more
+        if mr == NULL or mr.zw_frame == 0 or ms == NULL or fin_present(&c.d[rcv]):
+            continue
+        probes = 0
+        first_probe = -1
+        for i in range(ms.n_keep):
+            if ms.keepalives[i] > mr.zw_frame:
+                probes += 1
+                if first_probe < 0:
+                    first_probe = i
+        if probes == 0:
+            continue
+        see(v, snd, ERR_ETIMEDOUT)
+        f.n = 0
+        fr_add(&f, mr.zw_frame, True)
+        fr_add(&f, ms.keepalives[first_probe], True)
+        fr_add(&f, ms.keepalives[ms.n_keep - 1], True)
+        put_frames(v, &f)
+        reason(v, RS_ZERO_WINDOW, rcv, 0, mr.zw_frame, probes, 0)
+        return True
+    return False
+
+
+cdef bint rule_listener_closed(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+    # Before peer_state_lost, unread_data_reset and abortive_close: the server's RST/ACK
+    # right after a handshake whose server never spoke. One connection cannot show the burst
+    # of its neighbours: a server that accepted and closed without reading looks the same.
+    cdef const RstRec* r = first_rst(c)
+    cdef const Dir* cl = &c.d[0]
+    cdef const Dir* sv = &c.d[1]
+    cdef Frames f
+    if r == NULL or r.sender != 1 or not r.bits & R_HAS_ACK or sv.bytes or fin_present(sv) \
+            or not sv.n_synack or not cl.n_syn or not sv.has & H_ISN \
+            or r.seq != <uint32_t>(sv.isn + 1u) or r.sender_state == S_SYN_RCVD:
+        return False
+    see(v, 0, ERR_ECONNRESET)
+    f.n = 0
+    fr_add(&f, sv.synack[0].frame, True)
+    fr_add(&f, cl.last_data_frame, cl.has & H_DATA)
+    fr_add(&f, r.frame, True)
+    put_frames(v, &f)
+    likely(v, K_UNREAD_DATA_RESET if cl.bytes else K_ABORTIVE_CLOSE)
+    reason(v, RS_LISTENER_CLOSED, 1, RB_DATA if cl.bytes else 0, r.frame, 0, 0)
+    return True
 
 
 cdef bint rule_write_after_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
@@ -823,6 +999,9 @@ _RULE_FNS = {
     "syn_timeout": <uintptr_t>rule_syn_timeout,
     "close_wait_stall": <uintptr_t>rule_close_wait_stall,
     "ignored_reset": <uintptr_t>rule_ignored_reset,
+    "middlebox_idle_timeout": <uintptr_t>rule_middlebox_idle_timeout,
+    "zero_window_stall": <uintptr_t>rule_zero_window_stall,
+    "listener_closed": <uintptr_t>rule_listener_closed,
     "simultaneous_open": <uintptr_t>rule_simultaneous_open,
     "simultaneous_close": <uintptr_t>rule_simultaneous_close,
     "half_close": <uintptr_t>rule_half_close,
@@ -1011,6 +1190,12 @@ cdef inline Py_ssize_t o_end(Out* o) noexcept nogil:
     return o.n
 
 
+cdef inline void o_secs(Out* o, double x) noexcept nogil:
+    cdef char tmp[32]
+    snprintf(tmp, sizeof(tmp), "%.1f s", x if x > 0 else 0.0)
+    o_str(o, tmp)
+
+
 cdef inline const char* role_name(int role) noexcept nogil:
     return "client" if role == 0 else "server"
 
@@ -1177,6 +1362,88 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, "no FIN or RST before the capture ended")
     elif t == RS_PARTIAL:
         o_str(o, "the handshake was not captured")
+    elif t == RS_BACKLOG_STALL:
+        o_str(o, "the server ignored the client's final ACK (frame ")
+        o_int(o, rs.n0)
+        o_str(o, "): a full accept queue; ")
+        o_str(o, "it retransmitted its SYN/ACK" if b & RB_SYNACK else
+              "the client's data went unanswered (retransmitted)")
+        if rs.idx == EN_NEVER:
+            o_str(o, " and the handshake never completed (")
+            o_secs(o, c.end - c.more.stall_ts if c.more != NULL else 0.0)
+            o_str(o, " until the capture ended)")
+        else:
+            o_str(o, "; the handshake stalled ")
+            o_secs(o, c.more.accept_ts - c.more.stall_ts if c.more != NULL else 0.0)
+            o_str(o, " until frame ")
+            o_int(o, rs.n1)
+            o_str(o, ", then ")
+            if rs.idx == EN_RST:
+                o_str(o, "a RST from the ")
+                o_str(o, a)
+            elif rs.idx == EN_FINS:
+                o_str(o, "a normal close (FIN in both directions)")
+            elif rs.idx == EN_FIN:
+                o_str(o, "a FIN from the ")
+                o_str(o, a)
+                o_str(o, " only")
+            else:
+                o_str(o, "it stayed open until the capture ended")
+    elif t == RS_MIDDLEBOX_RST:
+        o_str(o, "after an idle gap of ")
+        o_secs(o, c.idle_gap)
+        o_str(o, ", the ")
+        o_str(o, other)
+        o_str(o, "'s segment (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ") drew a RST (frame ")
+        o_int(o, rs.n1)
+        o_str(o, ") claimed by the ")
+        o_str(o, a)
+        o_str(o, " with TTL ")
+        o_int(o, rs.idx)
+        o_str(o, " where the ")
+        o_str(o, a)
+        o_str(o, "'s other segments had ")
+        o_ttls(o, &c.d[rs.role & 1])
+        o_str(o, ", which sent nothing else after the gap: a middlebox had forgotten the "
+                 "connection")
+    elif t == RS_MIDDLEBOX_DROP:
+        o_str(o, "after an idle gap of ")
+        o_secs(o, c.idle_gap)
+        o_str(o, ", the ")
+        o_str(o, a)
+        o_str(o, "'s data (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ") was retransmitted ")
+        o_int(o, rs.n1)
+        o_str(o, " times and the ")
+        o_str(o, other)
+        o_str(o, " sent nothing more: dropped by a middlebox that forgot the idle connection, "
+                 "or the ")
+        o_str(o, other)
+        o_str(o, " died during the gap")
+    elif t == RS_ZERO_WINDOW:
+        o_str(o, "the ")
+        o_str(o, a)
+        o_str(o, "'s window was 0 from frame ")
+        o_int(o, rs.n0)
+        o_str(o, " to its last segment (")
+        o_secs(o, c.end - c.d[rs.role & 1].more.zw_ts if c.d[rs.role & 1].more != NULL
+               else 0.0)
+        o_str(o, " closed), through ")
+        o_int(o, rs.n1)
+        o_str(o, " zero-window probe(s) from the ")
+        o_str(o, other)
+        o_str(o, ": its application stopped reading")
+    elif t == RS_LISTENER_CLOSED:
+        o_str(o, "RST/ACK from the server (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ", seq = its ISN+1) after the handshake, ")
+        o_str(o, "the client's data ACKed but never answered" if b & RB_DATA else
+              "no data either way")
+        o_str(o, ", the server never having sent data or a FIN: its listening socket closed "
+                 "with the connection in the accept queue")
 
 
 cdef Py_ssize_t verdict_reason(const Verdict* v, const Conn* c, char* out,
@@ -1453,6 +1720,7 @@ def _build():
     global N_CASES, CASE_IDS, RULE_ORDER, WORTH_CASES, NO_CLOSER_CASES, GAVE_UP_ERR
     global K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE, K_RETRANSMISSION_TIMEOUT
     global K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE, K_OPEN, K_GRACEFUL
+    global K_UNREAD_DATA_RESET, K_INJECTED_RESET
     global LINEAR_LO, LINEAR_HI, N_ICMP_KINDS, N_STATES, N_EVENTS, LIVE_ST
     global S_UNKNOWN, S_SYN_SENT, S_SYN_RCVD, S_ESTABLISHED, S_CLOSE_WAIT, S_CLOSED
     global S_TIME_WAIT, S_CLOSING, E_GIVE_UP, GU_HARMLESS
@@ -1471,7 +1739,8 @@ def _build():
     by_prec = sorted(_cases.CATALOG, key=lambda c: c.precedence)
     RULE_ORDER = tuple(c.id for c in by_prec)
     py_order = tuple(r.__name__.removeprefix("rule_") for r in _pyclassify.RULES)
-    if RULE_ORDER != py_order:
+    # (the frozen Python reference lacks the cases added since: issue 14's three)
+    if tuple(cid for cid in RULE_ORDER if cid in py_order) != py_order:
         raise ValueError(f"verdict.pyx: the catalog's precedence {RULE_ORDER} is not "
                          f"classify.RULES' order {py_order}")
     for i, cid in enumerate(RULE_ORDER):
@@ -1487,6 +1756,7 @@ def _build():
         ix("peer_state_lost")
     K_SYN_TIMEOUT, K_ABORTIVE_CLOSE = ix("syn_timeout"), ix("abortive_close")
     K_OPEN, K_GRACEFUL = ix("open"), ix("graceful")
+    K_UNREAD_DATA_RESET, K_INJECTED_RESET = ix("unread_data_reset"), ix("injected_reset")
     WORTH_CASES = 0
     for cid in _pyclassify.WORTH_A_MENTION:
         WORTH_CASES |= 1 << ix(cid)
