@@ -184,9 +184,11 @@ CATALOG: tuple[Case, ...] = (
          "activation); clients should retry idempotent requests", 75,
          linux_note="inet_csk_listen_stop() disconnects every queued child: RST/ACK with "
                     "reset reason TCP_STATE, in a burst of a few microseconds. One connection "
-                    "alone looks like a server that accepted and closed without reading "
-                    "(unread_data_reset) or aborted (abortive_close): reported likely, with "
-                    "that rival"),
+                    "alone cannot show the burst: without data it looks like a server that "
+                    "accepted and aborted (reported listener_closed, likely, rival "
+                    "abortive_close); with the client's data it looks exactly like a server "
+                    "that closed without reading (reported unread_data_reset, likely, naming "
+                    "this case)"),
     # ordinary endings
     Case("simultaneous_open", "Simultaneous open", "000 §4",
          "SYNs cross: both sides SYN_SENT then SYN_RCVD", "both connect() calls succeed",

@@ -281,6 +281,11 @@ cdef enum:
     STALL_SYNACK = 1 << 1  # the server retransmitted its SYN/ACK after the client's ACK
     STALL_DATA = 1 << 2  # the client's data was retransmitted, the server sent only SYN/ACKs
 
+# A silence at least this long (ms) before new data is an idle gap a middlebox may have timed
+# out (conn.pyx: the claimed sender of a RST after it; verdict.pyx: middlebox_idle_timeout).
+cdef enum:
+    IDLE_MIN_MS = 1000
+
 # One Conn driven from Python Segments (tests): the Python Connection's interface. Declared here
 # so that other modules' test probes (verdict.ClassifyProbe) extend it.
 cdef class ConnProbe:

@@ -700,7 +700,8 @@ cdef bint ttl_foreign(const Dir* d, uint8_t ttl) noexcept nogil:
     return d.ttl[0] != ttl and (d.n_ttl < 2 or d.ttl[1] != ttl)
 
 
-cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other) noexcept nogil:
+cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
+                     int64_t prev_last) noexcept nogil:
     cdef int peer = 1 - role, i, n_acc, rc = 0
     cdef Ep* rcv = &c.ep[peer]
     cdef RstRec fact
@@ -740,9 +741,11 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other)
         else:
             me.rsts[me.n_rst] = fact
             me.n_rst += 1
-    # A RST whose TTL its claimed sender never used came from elsewhere (a middlebox, an
-    # injector): the claimed sender's socket did not close (the kernel's trace agrees).
-    if not ttl_foreign(me, s.ttl):
+    # A bare RST after an idle gap, from a "sender" silent since the gap and with a TTL it never
+    # used, came from a middlebox: the claimed sender's socket did not close (the kernel's
+    # trace keeps it ESTABLISHED). Elsewhere a TTL alone is no proof (paths change).
+    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or c.idle_frame == 0 \
+            or c.idle_gap * 1000.0 < IDLE_MIN_MS or prev_last >= c.idle_frame:
         rc |= ep_apply(c, role, E_SEND_RST, s.frame, s.ts)
     if accepted:
         rc |= ep_apply(c, peer, E_RECV_RST, s.frame, s.ts)
@@ -840,6 +843,7 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     cdef double ts = s.ts
     cdef DirMore* m
     cdef double gap
+    cdef int64_t prev_last = me.last_frame if me.packets else 0
     # capture duplicates: the same (seq, ack, flags, payload_len, ip_id, tsval) within the window
     if me.has & H_KEY and me.key_seq == s.seq and me.key_ack == s.ack \
             and me.key_flags == flags and me.key_plen == s.payload_len \
@@ -912,7 +916,7 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
         me.ack_frame = frame
         me.has |= H_MAXACK
     if flags & F_RST:
-        return observe_rst(c, s, role, me, other) | rc
+        return observe_rst(c, s, role, me, other, prev_last) | rc
     rc |= apply_sender(c, s, role, me)
     rc |= apply_receiver(c, s, peer, me)
     return rc

@@ -36,6 +36,7 @@ from analyzer.core.conn cimport (
     H_MAXACK,
     H_NEXT,
     H_SAOR,
+    IDLE_MIN_MS,
     STALL_DATA,
     STALL_ON,
     STALL_SYNACK,
@@ -146,11 +147,7 @@ cdef enum:
     RB_N0_NONE = 32  # n0 is Python's None (printed "None")
     RB_N1_NONE = 64
     RB_SYNACK = 1  # RS_BACKLOG_STALL: the server retransmitted its SYN/ACK
-    RB_DATA = 1  # RS_LISTENER_CLOSED: the client had sent data
 
-# A silence this long (seconds) before the segment a middlebox refused is an idle gap; a
-# retransmission timer's steps on a fast path are shorter than this until its last ones.
-DEF IDLE_MIN = 1.0
 
 ctypedef bint (*RuleFn)(const Conn* c, bint listener_seen, Verdict* v) noexcept nogil
 
@@ -165,7 +162,7 @@ cdef uint32_t NO_CLOSER_CASES
 cdef int8_t K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE
 cdef int8_t K_RETRANSMISSION_TIMEOUT, K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE
 cdef int8_t K_OPEN, K_GRACEFUL
-cdef int8_t K_UNREAD_DATA_RESET, K_INJECTED_RESET
+cdef int8_t K_UNREAD_DATA_RESET, K_INJECTED_RESET, K_LISTENER_CLOSED
 cdef const char* ERRNO_NAME[N_ERRNO]
 cdef uint32_t GAVE_UP_ERR  # bit per ERR_*
 cdef int8_t ICMP_ERR[16][2]  # ICMP kind -> ERR_* for IPv4, IPv6; -1: not an error the rule maps
@@ -545,7 +542,7 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, bint ls, Verdict* v) noexce
     cdef const Dir* peer
     cdef int a, b, p, i, nl
     cdef Frames f
-    if c.idle_gap < IDLE_MIN or c.idle_frame == 0:
+    if c.idle_gap * 1000.0 < IDLE_MIN_MS or c.idle_frame == 0:
         return False
     if r != NULL and r.frame > c.idle_frame:
         # reset: a RST whose TTL is not its claimed sender's, its sender's only segment after
@@ -623,26 +620,30 @@ cdef bint rule_zero_window_stall(const Conn* c, bint ls, Verdict* v) noexcept no
     return False
 
 
-cdef bint rule_listener_closed(const Conn* c, bint ls, Verdict* v) noexcept nogil:
-    # Before peer_state_lost, unread_data_reset and abortive_close: the server's RST/ACK
-    # right after a handshake whose server never spoke. One connection cannot show the burst
-    # of its neighbours: a server that accepted and closed without reading looks the same.
-    cdef const RstRec* r = first_rst(c)
-    cdef const Dir* cl = &c.d[0]
+cdef inline bint server_never_spoke(const Conn* c, const RstRec* r) noexcept nogil:
+    """The server's RST/ACK carries seq = its ISN+1: it sent nothing after its SYN/ACK."""
     cdef const Dir* sv = &c.d[1]
+    return r.sender == 1 and r.bits & R_HAS_ACK and not sv.bytes and not fin_present(sv) \
+        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN \
+        and r.seq == <uint32_t>(sv.isn + 1u) and r.sender_state != S_SYN_RCVD
+
+
+cdef bint rule_listener_closed(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+    # Before peer_state_lost and abortive_close: the server's RST/ACK after a handshake in
+    # which neither side sent data. One connection cannot show the burst of its neighbours: a
+    # server that accepted and aborted (SO_LINGER 0) looks the same (likely). With the client's
+    # data unread it is unread_data_reset's, likely, naming this case (a lone connection).
+    cdef const RstRec* r = first_rst(c)
     cdef Frames f
-    if r == NULL or r.sender != 1 or not r.bits & R_HAS_ACK or sv.bytes or fin_present(sv) \
-            or not sv.n_synack or not cl.n_syn or not sv.has & H_ISN \
-            or r.seq != <uint32_t>(sv.isn + 1u) or r.sender_state == S_SYN_RCVD:
+    if r == NULL or c.d[0].bytes or not server_never_spoke(c, r):
         return False
     see(v, 0, ERR_ECONNRESET)
     f.n = 0
-    fr_add(&f, sv.synack[0].frame, True)
-    fr_add(&f, cl.last_data_frame, cl.has & H_DATA)
+    fr_add(&f, c.d[1].synack[0].frame, True)
     fr_add(&f, r.frame, True)
     put_frames(v, &f)
-    likely(v, K_UNREAD_DATA_RESET if cl.bytes else K_ABORTIVE_CLOSE)
-    reason(v, RS_LISTENER_CLOSED, 1, RB_DATA if cl.bytes else 0, r.frame, 0, 0)
+    likely(v, K_ABORTIVE_CLOSE)
+    reason(v, RS_LISTENER_CLOSED, 1, 0, r.frame, 0, 0)
     return True
 
 
@@ -797,6 +798,8 @@ cdef bint rule_unread_data_reset(const Conn* c, bint ls, Verdict* v) noexcept no
     put_frames(v, &f)
     if da.bytes:
         likely(v, K_ABORTIVE_CLOSE)
+    elif server_never_spoke(c, r):  # a listener closed under its queue resets the same way
+        likely(v, K_LISTENER_CLOSED)
     reason(v, RS_UNREAD, a, 0 if db_has else RB_N0_NONE, db_last, 0, 0)
     return True
 
@@ -1439,11 +1442,8 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
     elif t == RS_LISTENER_CLOSED:
         o_str(o, "RST/ACK from the server (frame ")
         o_int(o, rs.n0)
-        o_str(o, ", seq = its ISN+1) after the handshake, ")
-        o_str(o, "the client's data ACKed but never answered" if b & RB_DATA else
-              "no data either way")
-        o_str(o, ", the server never having sent data or a FIN: its listening socket closed "
-                 "with the connection in the accept queue")
+        o_str(o, ", seq = its ISN+1) after the handshake, no data either way: its listening "
+                 "socket closed with the connection in the accept queue")
 
 
 cdef Py_ssize_t verdict_reason(const Verdict* v, const Conn* c, char* out,
@@ -1720,7 +1720,7 @@ def _build():
     global N_CASES, CASE_IDS, RULE_ORDER, WORTH_CASES, NO_CLOSER_CASES, GAVE_UP_ERR
     global K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE, K_RETRANSMISSION_TIMEOUT
     global K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE, K_OPEN, K_GRACEFUL
-    global K_UNREAD_DATA_RESET, K_INJECTED_RESET
+    global K_UNREAD_DATA_RESET, K_INJECTED_RESET, K_LISTENER_CLOSED
     global LINEAR_LO, LINEAR_HI, N_ICMP_KINDS, N_STATES, N_EVENTS, LIVE_ST
     global S_UNKNOWN, S_SYN_SENT, S_SYN_RCVD, S_ESTABLISHED, S_CLOSE_WAIT, S_CLOSED
     global S_TIME_WAIT, S_CLOSING, E_GIVE_UP, GU_HARMLESS
@@ -1757,6 +1757,7 @@ def _build():
     K_SYN_TIMEOUT, K_ABORTIVE_CLOSE = ix("syn_timeout"), ix("abortive_close")
     K_OPEN, K_GRACEFUL = ix("open"), ix("graceful")
     K_UNREAD_DATA_RESET, K_INJECTED_RESET = ix("unread_data_reset"), ix("injected_reset")
+    K_LISTENER_CLOSED = ix("listener_closed")
     WORTH_CASES = 0
     for cid in _pyclassify.WORTH_A_MENTION:
         WORTH_CASES |= 1 << ix(cid)

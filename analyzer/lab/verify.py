@@ -191,7 +191,7 @@ def _backlog_recovers(lb):
 @_check("listener_closed")
 def _listener_closed(lb):
     bad = (expect_call(lb, "client", "recv", "ECONNRESET")
-           + expect_call(lb, "client_quiet", "recv", "ECONNRESET")
+           + expect_call(lb, "client_a", "recv", "ECONNRESET")
            + expect_call(lb, "client_late", "connect", "ECONNREFUSED")
            + expect_reason(lb, "TCP_STATE"))
     if results(lb, "server", "accept"):

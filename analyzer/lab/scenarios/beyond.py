@@ -26,22 +26,23 @@ SLOW = {"slow": True, **NFT}
     The server listens and never accepts. Three clients connect (their handshakes complete in
     the accept queue); two of them send a request, the third nothing. Then the server closes
     its listening socket (a restart): its kernel resets every queued connection, and a fourth
-    client that connects afterwards is refused. The labelled client is one that sent data.""",
+    client that connects afterwards is refused. The labelled client is the one that sent
+    nothing (with data, one connection alone is indistinguishable from unread_data_reset).""",
           **NFT)
 def listener_closed(lab: Lab) -> None:
     lst = lab.listener(backlog=8)
-    cli = lab.client()
-    lab.connect("client", cli)
+    first = lab.client(side="client_a")
+    lab.connect("client_a", first)
     other = lab.client(side="client_b")
     lab.connect("client_b", other)
-    quiet = lab.client(side="client_quiet")
-    lab.connect("client_quiet", quiet)
-    lab.send("client", cli, b"GET /a\r\n")
+    cli = lab.client()
+    lab.connect("client", cli)
+    lab.send("client_a", first, b"GET /a\r\n")
     lab.send("client_b", other, b"GET /b\r\n")
     lab.sleep(0.05)
     lab.close("server", lst)
     lab.sleep(0.05)
-    for side, s in (("client", cli), ("client_b", other), ("client_quiet", quiet)):
+    for side, s in (("client_a", first), ("client_b", other), ("client", cli)):
         lab.recv(side, s)
     # a port of its own: the reset clients' ports are free again and bind(0) would reuse one
     late = lab.sock()
