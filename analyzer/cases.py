@@ -119,7 +119,11 @@ CATALOG: tuple[Case, ...] = (
          linux_note="the RST/ACK's reset reason is TCP_STATE (tcp_disconnect), not "
                     "TCP_ABORT_ON_LINGER; a client aborting this way after reading the answer "
                     "looks exactly like unread_data_reset on the wire (reported as that, "
-                    "likely, with this case as rival)"),
+                    "likely, with this case as rival). Conversely a server that wrote its "
+                    "answer without reading the request and then closed (unread data) looks "
+                    "like this case, small or large request alike (receive autotuning grew the "
+                    "window as when the request is read): certain only when the sender "
+                    "received no payload, otherwise likely with unread_data_reset as rival"),
     Case("retransmission_timeout", "Retransmission timeout: data never acknowledged",
          "002 (ETIMEDOUT, host crash); 004 §3 (主机崩溃)",
          "data retransmitted with growing gaps, never ACKed; then silence (or a RST)",

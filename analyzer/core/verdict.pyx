@@ -147,6 +147,7 @@ cdef enum:
     RB_N0_NONE = 32  # n0 is Python's None (printed "None")
     RB_N1_NONE = 64
     RB_SYNACK = 1  # RS_BACKLOG_STALL: the server retransmitted its SYN/ACK
+    RB_READ_UNKNOWN = 2  # RS_ABORTIVE: the sender had received payload (read or not)
 
 
 ctypedef bint (*RuleFn)(const Conn* c, bint listener_seen, Verdict* v) noexcept nogil
@@ -823,7 +824,13 @@ cdef bint rule_abortive_close(const Conn* c, bint ls, Verdict* v) noexcept nogil
     put_frames(v, &f)
     if not r.bits & R_HAS_ACK:
         likely(v, K_PEER_STATE_LOST)
-    reason(v, RS_ABORTIVE, a, RB_ACK if r.bits & R_HAS_ACK else 0, 0, 0, 0)
+    elif c.d[b].bytes:
+        # The sender received payload: whether its application read it the wire cannot say
+        # (the lab: an answer written without reading the request, then close(), looks the
+        # same; the advertised window grew alike, receive autotuning hides the unread bytes).
+        likely(v, K_UNREAD_DATA_RESET)
+    reason(v, RS_ABORTIVE, a, (RB_ACK if r.bits & R_HAS_ACK else 0)
+           | (RB_READ_UNKNOWN if r.bits & R_HAS_ACK and c.d[b].bytes else 0), 0, 0, 0)
     return True
 
 
@@ -1324,7 +1331,14 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, "RST/ACK" if b & RB_ACK else "bare RST")
         o_str(o, " from the ")
         o_str(o, a)
-        o_str(o, " with no unread data: an abortive close")
+        if b & RB_READ_UNKNOWN:
+            o_str(o, " after its last payload, which followed the ")
+            o_str(o, other)
+            o_str(o, "'s: an abortive close (whether it had read the ")
+            o_str(o, other)
+            o_str(o, "'s data the packets cannot say)")
+        else:
+            o_str(o, " with no unread data: an abortive close")
     elif t == RS_RTO:
         o_str(o, "the ")
         o_str(o, a)

@@ -31,7 +31,8 @@ class Scenario:
     ``capture_late`` means the scenario starts tcpdump itself (the ``partial`` case);
     ``slow`` marks the timeout cases that take several seconds. ``case`` is the catalog case
     the scenario reproduces when its id is a variant's (``backlog_overflow_recovers``), not
-    the case id itself.
+    the case id itself; ``variant`` marks a scenario that changes only what the wire hides
+    (the tests let it get its rival's case, marked likely and naming its own).
     """
 
     id: str
@@ -43,6 +44,8 @@ class Scenario:
     capture_late: bool = False
     slow: bool = False
     case: str = ""
+    # a variant that changes only what the wire hides: its verdict may honestly be the rival's
+    variant: bool = False
 
     @property
     def case_id(self) -> str:

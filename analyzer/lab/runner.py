@@ -136,7 +136,7 @@ def build_label(sc: Scenario, lab: Lab, events: list[dict], tracefs: bool, pcap:
     kernel, states = kernel_section(events, lab)
     packets = read_packets(pcap) if pcap.exists() else []
     return {
-        "case": sc.case_id, "scenario": sc.id, "family": lab.family, "hand_crafted": lab.hand_crafted,
+        "case": sc.case_id, "scenario": sc.id, "variant": sc.variant, "family": lab.family, "hand_crafted": lab.hand_crafted,
         "kernel_release": platform.release(),
         "client": fmt_addr(*client) if client else None,
         "server": fmt_addr(*server) if server else None,

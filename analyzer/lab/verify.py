@@ -236,6 +236,19 @@ def _middlebox_drop(lb):
     return bad + ([f"a RST on the wire: {rsts}"] if rsts else [])
 
 
+@_check("unread_answered_small")
+@_check("unread_answered_large")
+def _unread_answered(lb):
+    return (expect_call(lb, "client", "recv", "ECONNRESET")
+            + expect_reason(lb, "TCP_ABORT_ON_CLOSE"))
+
+
+@_check("abortive_read_large")
+def _abortive_read(lb):
+    return (expect_call(lb, "client", "recv", "ECONNRESET")
+            + expect_reason(lb, "TCP_STATE", "TCP_ABORT_ON_LINGER"))
+
+
 def _no_errors(lb) -> list[str]:
     return [f"unexpected errors {errnos(lb)}"] if errnos(lb) else []
 
