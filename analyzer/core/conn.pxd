@@ -286,6 +286,11 @@ cdef enum:
 cdef enum:
     IDLE_MIN_MS = 1000
 
+# `s` (just observed) is the server's RST/ACK with seq = its ISN+1 after a handshake in which
+# the server sent nothing else: what a listener closing under its accept queue sends (the
+# observer counts them per listening endpoint: a burst is the listener_closed mark).
+cdef bint conn_listener_reset(const Conn* c, const Seg* s) noexcept nogil
+
 # One Conn driven from Python Segments (tests): the Python Connection's interface. Declared here
 # so that other modules' test probes (verdict.ClassifyProbe) extend it.
 cdef class ConnProbe:

@@ -774,6 +774,13 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
 # client segment before the server's first segment that is not a SYN/ACK (the one its kernel
 # accepted: it answers nothing else while held).
 
+cdef bint conn_listener_reset(const Conn* c, const Seg* s) noexcept nogil:
+    cdef const Dir* sv = &c.d[1]
+    return s.flags & (F_RST | F_ACK) == F_RST | F_ACK and not conn_from_client(c, s) \
+        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN and not sv.bytes \
+        and not sv.has & H_FIN and s.seq == <uint32_t>(sv.isn + 1u)
+
+
 cdef bint server_only_synacks(const Conn* c) noexcept nogil:
     return c.d[1].packets == c.d[1].n_synack and c.d[1].n_rst == 0
 

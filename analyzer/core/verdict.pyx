@@ -148,9 +148,10 @@ cdef enum:
     RB_N1_NONE = 64
     RB_SYNACK = 1  # RS_BACKLOG_STALL: the server retransmitted its SYN/ACK
     RB_READ_UNKNOWN = 2  # RS_ABORTIVE: the sender had received payload (read or not)
+    RB_DATA = 1  # RS_LISTENER_CLOSED: the client had sent data
 
 
-ctypedef bint (*RuleFn)(const Conn* c, bint listener_seen, Verdict* v) noexcept nogil
+ctypedef bint (*RuleFn)(const Conn* c, int ls, Verdict* v) noexcept nogil
 
 # ------------------------------------------------------------------ tables, filled by _build
 
@@ -329,7 +330,7 @@ cdef inline void clear(Verdict* v) noexcept nogil:
 # ------------------------------------------------------------------ the rules: abnormal endings
 
 
-cdef bint rule_refused(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_refused(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First: a RST to a SYN means no connection ever existed, whatever else follows.
     cdef const Dir* cl = &c.d[0]
     cdef const Dir* sv = &c.d[1]
@@ -349,7 +350,7 @@ cdef bint rule_refused(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return False
 
 
-cdef bint rule_unreachable(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_unreachable(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before resets and timeouts: an ICMP error explains the silence that follows it.
     cdef const ConnMore* m = c.more
     cdef const IcmpRec* last = NULL
@@ -380,7 +381,7 @@ cdef bint rule_unreachable(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_injected_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_injected_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before every other reset case: a forged RST would otherwise pass for the peer's own.
     cdef int role, victim, i, j, n_peer
     cdef const Dir* d
@@ -477,7 +478,7 @@ cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_backlog_overflow(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before syn_timeout and the reset cases: the same symptoms, but the server is alive.
     cdef const Dir* cl = &c.d[0]
     cdef const Dir* sv = &c.d[1]
@@ -535,7 +536,7 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     return False
 
 
-cdef bint rule_middlebox_idle_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before injected_reset (a RST the peer did not send) and retransmission_timeout (data
     # never acknowledged): an idle gap before the refused segment names the middlebox.
     cdef const RstRec* r = first_rst(c)
@@ -586,7 +587,7 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, bint ls, Verdict* v) noexce
     return False
 
 
-cdef bint rule_zero_window_stall(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_zero_window_stall(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before keepalive_timeout: zero-window probes have the keepalive's form (seq = next-1);
     # the receiver's closed window tells them apart.
     cdef int rcv, snd, i, probes, first_probe
@@ -629,26 +630,33 @@ cdef inline bint server_never_spoke(const Conn* c, const RstRec* r) noexcept nog
         and r.seq == <uint32_t>(sv.isn + 1u) and r.sender_state != S_SYN_RCVD
 
 
-cdef bint rule_listener_closed(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_listener_closed(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before peer_state_lost and abortive_close: the server's RST/ACK after a handshake in
     # which neither side sent data. One connection cannot show the burst of its neighbours: a
     # server that accepted and aborted (SO_LINGER 0) looks the same (likely). With the client's
     # data unread it is unread_data_reset's, likely, naming this case (a lone connection).
+    # With a burst (the observer's context: other connections of this listener reset the same
+    # way within milliseconds) the client's data no longer argues for unread_data_reset; a
+    # crash that killed accepted, unread connections with the listener still could.
     cdef const RstRec* r = first_rst(c)
+    cdef bint burst = ls & CTX_BURST != 0
+    cdef const Dir* cl = &c.d[0]
     cdef Frames f
-    if r == NULL or c.d[0].bytes or not server_never_spoke(c, r):
+    if r == NULL or (cl.bytes and not burst) or not server_never_spoke(c, r):
         return False
     see(v, 0, ERR_ECONNRESET)
     f.n = 0
     fr_add(&f, c.d[1].synack[0].frame, True)
+    fr_add(&f, cl.last_data_frame, cl.has & H_DATA)
     fr_add(&f, r.frame, True)
     put_frames(v, &f)
-    likely(v, K_ABORTIVE_CLOSE)
-    reason(v, RS_LISTENER_CLOSED, 1, 0, r.frame, 0, 0)
+    likely(v, K_UNREAD_DATA_RESET if cl.bytes else K_ABORTIVE_CLOSE)
+    reason(v, RS_LISTENER_CLOSED, 1, RB_DATA if cl.bytes else 0, r.frame,
+           (ls >> CTX_BURST_SHIFT) if burst else 0, 0)
     return True
 
 
-cdef bint rule_write_after_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_write_after_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before peer_state_lost: the bare RST is the same; the closer's earlier FIN tells it apart.
     cdef int a, b, i
     cdef const Dir* da
@@ -683,7 +691,7 @@ cdef bint rule_write_after_close(const Conn* c, bint ls, Verdict* v) noexcept no
     return False
 
 
-cdef bint rule_keepalive_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_keepalive_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before the RST/ACK cases: a prober's own RST/ACK ends it and would pass for an abort.
     cdef int p, i, nk, k0
     cdef const Dir* d
@@ -721,7 +729,7 @@ cdef bint rule_keepalive_timeout(const Conn* c, bint ls, Verdict* v) noexcept no
     return False
 
 
-cdef bint rule_aborted_before_accept(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_aborted_before_accept(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before abortive_close: same RST/ACK, but the server's application never got to speak.
     cdef const RstRec* r = first_rst(c)
     cdef const Dir* cl = &c.d[0]
@@ -745,7 +753,7 @@ cdef bint rule_aborted_before_accept(const Conn* c, bint ls, Verdict* v) noexcep
     return True
 
 
-cdef bint rule_peer_state_lost(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_peer_state_lost(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the rules that explain a bare RST otherwise (injection, overflow, write after close).
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -767,7 +775,7 @@ cdef bint rule_peer_state_lost(const Conn* c, bint ls, Verdict* v) noexcept nogi
     return True
 
 
-cdef bint rule_unread_data_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_unread_data_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before abortive_close: the order of data decides (CASES.md, "What Linux really does").
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -800,12 +808,12 @@ cdef bint rule_unread_data_reset(const Conn* c, bint ls, Verdict* v) noexcept no
     if da.bytes:
         likely(v, K_ABORTIVE_CLOSE)
     elif server_never_spoke(c, r):  # a listener closed under its queue resets the same way
-        likely(v, K_LISTENER_CLOSED)
+        likely(v, K_LISTENER_CLOSED)  # (a burst of them was listener_closed's, above)
     reason(v, RS_UNREAD, a, 0 if db_has else RB_N0_NONE, db_last, 0, 0)
     return True
 
 
-cdef bint rule_abortive_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_abortive_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last of the reset cases: any genuine RST no rule above explained is an abort by its sender.
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -834,7 +842,7 @@ cdef bint rule_abortive_close(const Conn* c, bint ls, Verdict* v) noexcept nogil
     return True
 
 
-cdef bint rule_retransmission_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_retransmission_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After every reset case: a RST, when there is one, explains the ending better than a ladder.
     cdef int p, i, nl
     cdef const Dir* d
@@ -855,7 +863,7 @@ cdef bint rule_retransmission_timeout(const Conn* c, bint ls, Verdict* v) noexce
     return False
 
 
-cdef bint rule_syn_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_syn_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After backlog_overflow, which tells a full listen queue from a silent host.
     cdef const Dir* cl = &c.d[0]
     cdef int i
@@ -870,7 +878,7 @@ cdef bint rule_syn_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_close_wait_stall(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the RST and timer cases, before the ordinary endings it would otherwise pass for.
     cdef int a, b
     cdef const Dir* da
@@ -889,7 +897,7 @@ cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nog
     return False
 
 
-cdef bint rule_ignored_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_ignored_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last abnormal case: an ignored RST changed nothing, so an ending found above is the real one.
     cdef int role, i
     cdef const RstRec* r
@@ -913,7 +921,7 @@ cdef bint rule_ignored_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
 # ------------------------------------------------------------------ the rules: ordinary endings
 
 
-cdef bint rule_simultaneous_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_simultaneous_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First of the ordinary endings: crossed SYNs are the most specific thing they can show.
     cdef Frames f
     if not (c.d[0].n_syn and c.d[1].n_syn):
@@ -940,7 +948,7 @@ cdef inline void fin_pair(const Conn* c, Verdict* v) noexcept nogil:
     put_frames(v, &f)
 
 
-cdef bint rule_simultaneous_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_simultaneous_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before half_close and graceful: crossed FINs are a graceful close, more specifically.
     if not fins_crossed(c):
         return False
@@ -949,7 +957,7 @@ cdef bint rule_simultaneous_close(const Conn* c, bint ls, Verdict* v) noexcept n
     return True
 
 
-cdef bint rule_half_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_half_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before graceful: FINs both ways too, with data after the first.
     cdef int a, b
     cdef const Dir* db
@@ -970,7 +978,7 @@ cdef bint rule_half_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return False
 
 
-cdef bint rule_graceful(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_graceful(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the special closes: any FIN in both directions.
     if not (fin_truthy(&c.d[0]) and fin_truthy(&c.d[1])):
         return False
@@ -979,7 +987,7 @@ cdef bint rule_graceful(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Nothing ended: a connection whose handshake was seen.
     if not (c.d[0].n_syn or c.d[1].n_synack):
         return False
@@ -987,7 +995,7 @@ cdef bint rule_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_partial(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_partial(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last: always answers.
     reason(v, RS_PARTIAL, 0, 0, 0, 0, 0)
     return True
@@ -1127,7 +1135,7 @@ cdef int conn_give_up(Conn* c, int role) noexcept nogil:
     return rc
 
 
-cdef int classify_conn(Conn* c, bint listener_seen, Verdict* v) noexcept nogil:
+cdef int classify_conn(Conn* c, int listener_seen, Verdict* v) noexcept nogil:
     cdef int i, j, role, rc = 0, hit = N_CASES - 1
     cdef Verdict later
     cdef bint icmp_final
@@ -1456,8 +1464,14 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
     elif t == RS_LISTENER_CLOSED:
         o_str(o, "RST/ACK from the server (frame ")
         o_int(o, rs.n0)
-        o_str(o, ", seq = its ISN+1) after the handshake, no data either way: its listening "
-                 "socket closed with the connection in the accept queue")
+        o_str(o, ", seq = its ISN+1) after the handshake, ")
+        o_str(o, "the client's data ACKed, the server never having sent any" if b & RB_DATA
+              else "no data either way")
+        if rs.n1:
+            o_str(o, ", one of ")
+            o_int(o, rs.n1)
+            o_str(o, " such resets from this listening port within milliseconds")
+        o_str(o, ": its listening socket closed with the connection in the accept queue")
 
 
 cdef Py_ssize_t verdict_reason(const Verdict* v, const Conn* c, char* out,
