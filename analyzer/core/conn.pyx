@@ -791,16 +791,16 @@ cdef int stall_hold(Conn* c, uint8_t why) noexcept nogil:
     cdef ConnMore* m = conn_more(c)
     if m == NULL:
         return -1
-    m.stall |= why
-    if m.stall & STALL_ON or m.accept_frame:
+    if m.stall & STALL_ON:
+        m.stall |= why
         return 0
-    if not ep.n_hist or hist_state(ep, ep.n_hist - 1) != S_ESTABLISHED:
-        return 0
+    if m.accept_frame or not ep.n_hist or hist_state(ep, ep.n_hist - 1) != S_ESTABLISHED:
+        return 0  # (the evidence counts only for a handshake the timeline had taken as done)
     m.stall_frame = hist_frame(ep, ep.n_hist - 1)
     m.stall_ts = hist_ts(ep, ep.n_hist - 1)
     hist_pop(ep)
     ep.state = S_SYN_RCVD
-    m.stall |= STALL_ON
+    m.stall |= STALL_ON | why
     return 0
 
 
