@@ -445,6 +445,11 @@ cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
     cdef uint8_t ending, role = 0
     cdef int8_t rival
     cdef Frames f
+    if not m.stall & STALL_SYNACK and (m.stall & STALL_ON or not m.accept_frame):
+        # only the client's data unanswered, and the server never spoke again: a server that
+        # died after the handshake or a path that drops the request (PMTU black hole) shows
+        # the same; retransmission_timeout's (the timeline keeps the server held)
+        return False
     f.n = 0
     fr_add(&f, m.stall_frame, True)
     if c.d[1].n_synack >= 2:
@@ -486,8 +491,8 @@ cdef bint rule_backlog_overflow(const Conn* c, int ls, Verdict* v) noexcept nogi
     cdef Frames f
     cdef int i
     cdef bint two_times = False, acked_synack = False
-    if c.more != NULL and c.more.stall & (STALL_SYNACK | STALL_DATA):
-        return backlog_stall(c, v)
+    if c.more != NULL and c.more.stall & (STALL_SYNACK | STALL_DATA) and backlog_stall(c, v):
+        return True
     for i in range(1, cl.n_syn):  # len(set(syn_times)) >= 2: a time unlike the first
         if syn_ts(cl, i) != syn_ts(cl, 0):
             two_times = True
@@ -1139,7 +1144,16 @@ cdef int classify_conn(Conn* c, int listener_seen, Verdict* v) noexcept nogil:
     cdef int i, j, role, rc = 0, hit = N_CASES - 1
     cdef Verdict later
     cdef bint icmp_final
+    cdef ConnMore* m = c.more
     clear(v)
+    if m != NULL and m.stall & STALL_ON and not m.stall & STALL_SYNACK \
+            and c.ep[1].state == S_SYN_RCVD and c.ep[1].n_hist \
+            and hist_state(&c.ep[1], c.ep[1].n_hist - 1) == S_SYN_RCVD:
+        # held on the client's unanswered data alone, and the server never spoke again: no
+        # sign its kernel ignored the ACK (see backlog_stall), so the handshake ended there
+        m.stall &= ~STALL_ON
+        c.ep[1].state = S_ESTABLISHED
+        rc |= hist_push(&c.ep[1], S_ESTABLISHED, m.stall_frame, m.stall_ts)
     for i in range(N_CASES):
         if ORDER_FN[i](c, listener_seen, v):
             hit = i
