@@ -58,12 +58,21 @@ CATALOG: tuple[Case, ...] = (
     Case("backlog_overflow", "Listen queue overflow: the server does not accept fast enough",
          "004 (the two listen queues, \"若两个队列都是满的,TCP就忽略此分节\")",
          "SYNs to a listening port ignored and retried about every second (linear retries), or "
-         "the server's SYN/ACK retransmitted because the final ACK was dropped; with "
-         "tcp_abort_on_overflow=1 a bare RST after the handshake",
-         "client: slow connect() or ETIMEDOUT (ECONNRESET with tcp_abort_on_overflow)",
+         "the client's final ACK dropped by a full accept queue: the server retransmits its "
+         "SYN/ACK or ignores the client's data (retransmitted, unanswered) until the queue "
+         "drains, whatever the connection's ending; with tcp_abort_on_overflow=1 a bare RST "
+         "after the handshake",
+         "client: slow connect() or ETIMEDOUT (ECONNRESET with tcp_abort_on_overflow); a "
+         "client whose final ACK was dropped: connect() returns at once, its first request "
+         "waits until the server accepts",
          "raise the listen backlog (and somaxconn) and accept() faster", 40,
          linux_note="this kernel retries SYNs to a full queue about every 1 s "
-                    "(tcp_syn_linear_timeouts=4), not with exponential backoff"),
+                    "(tcp_syn_linear_timeouts=4), not with exponential backoff. A dropped final "
+                    "ACK: the server's kernel keeps the request in SYN_RECV; in the lab (6.18, "
+                    "backlog 0) it did not retransmit its SYN/ACK, the client's request was "
+                    "retransmitted (0.26, 0.45, 0.9, 1.8 s apart) and the kernel's "
+                    "inet_sock_set_state put ESTABLISHED at the retransmission that found room, "
+                    "4 s after the client's ESTABLISHED"),
     Case("write_after_close", "Write after the peer closed",
          "000 §1; 002 (ECONNRESET, EPIPE); 004 (first paragraphs, \"杀掉服务器端处理客户端的子进程\")",
          "A sends FIN and B ACKs it; later B sends data; A's kernel answers with a bare RST "
@@ -110,7 +119,11 @@ CATALOG: tuple[Case, ...] = (
          linux_note="the RST/ACK's reset reason is TCP_STATE (tcp_disconnect), not "
                     "TCP_ABORT_ON_LINGER; a client aborting this way after reading the answer "
                     "looks exactly like unread_data_reset on the wire (reported as that, "
-                    "likely, with this case as rival)"),
+                    "likely, with this case as rival). Conversely a server that wrote its "
+                    "answer without reading the request and then closed (unread data) looks "
+                    "like this case, small or large request alike (receive autotuning grew the "
+                    "window as when the request is read): certain only when the sender "
+                    "received no payload, otherwise likely with unread_data_reset as rival"),
     Case("retransmission_timeout", "Retransmission timeout: data never acknowledged",
          "002 (ETIMEDOUT, host crash); 004 §3 (主机崩溃)",
          "data retransmitted with growing gaps, never ACKed; then silence (or a RST)",
@@ -135,6 +148,51 @@ CATALOG: tuple[Case, ...] = (
          "a RST whose sequence number is not the expected one: a challenge ACK (in window) or "
          "silence, and the connection goes on",
          "nothing", "none; worth counting: someone is sending stray or forged resets", 140),
+    Case("middlebox_idle_timeout", "A firewall, NAT or load balancer forgot an idle connection",
+         "beyond the documents (NAT, firewalls, load balancers)",
+         "after an idle gap, the next segment is answered by a RST the peer did not send (its "
+         "TTL is not the peer's), or it is dropped and retransmitted until the sender times out; "
+         "the peer sends nothing after the gap",
+         "sender: ECONNRESET (reset) or ETIMEDOUT (silent drop); the peer sees nothing and "
+         "still thinks the connection open",
+         "send keepalives (or application pings) more often than the middlebox's idle timeout, "
+         "or raise that timeout", 25,
+         linux_note="lab: conntrack with tcp_loose 0 marks the first segment after its "
+                    "established timeout INVALID; nftables' `reject with tcp reset` answers with "
+                    "a bare RST (seq = the segment's ack) from the router, TTL 64 where the "
+                    "server's segments arrive with 63; dropped instead, the client's data is "
+                    "retransmitted until TCP_USER_TIMEOUT and no FIN or RST is sent. A silent "
+                    "drop looks exactly like a peer that died during the gap "
+                    "(retransmission_timeout): reported likely, with that rival"),
+    Case("zero_window_stall", "Zero window: the receiver stopped reading",
+         "beyond the documents",
+         "the receiver's advertised window falls to 0 and stays 0 to its last segment; the "
+         "sender's zero-window probes (seq = next-1) are answered with window 0 (Linux answers "
+         "some of them only); no FIN or RST",
+         "sender: send() blocks once its buffer is full, then ETIMEDOUT where TCP_USER_TIMEOUT "
+         "is set; receiver: nothing (its application is not reading)",
+         "find what blocks the receiving application's read loop; bound the sender's wait with "
+         "TCP_USER_TIMEOUT", 55,
+         linux_note="this kernel (6.18) probes with backoff (0.2, 0.45, 0.86 s apart with a "
+                    "fast path) and, at TCP_USER_TIMEOUT, drops the connection silently: no "
+                    "FIN, no RST on the wire, ETIMEDOUT for send(); the capture cannot tell a "
+                    "sender that gave up from one still waiting"),
+    Case("listener_closed", "The listener closed with connections in its accept queue",
+         "beyond the documents (server restarts)",
+         "the handshake completed (the client may have sent data, which the server's kernel "
+         "ACKed); the server never sent data nor a FIN; then its RST/ACK (seq = its ISN+1) "
+         "with the other queued connections' in the same burst; SYNs to that port are refused "
+         "afterwards",
+         "clients: ECONNRESET on their next call; the server application never accepted them",
+         "drain or hand over the listening socket on restart (SO_REUSEPORT, socket "
+         "activation); clients should retry idempotent requests", 75,
+         linux_note="inet_csk_listen_stop() disconnects every queued child: RST/ACK with "
+                    "reset reason TCP_STATE, in a burst of a few microseconds. One connection "
+                    "alone cannot show the burst: without data it looks like a server that "
+                    "accepted and aborted (reported listener_closed, likely, rival "
+                    "abortive_close); with the client's data it looks exactly like a server "
+                    "that closed without reading (reported unread_data_reset, likely, naming "
+                    "this case)"),
     # ordinary endings
     Case("simultaneous_open", "Simultaneous open", "000 §4",
          "SYNs cross: both sides SYN_SENT then SYN_RCVD", "both connect() calls succeed",
@@ -161,11 +219,7 @@ CATALOG: tuple[Case, ...] = (
 
 # Cases CASES.md already lists that the catalog does not have yet, with the issue that brings
 # them (each needs its lab scenario, captures and rule before it joins CATALOG).
-PLANNED: dict[str, str] = {
-    "listener_closed": "issue 14",
-    "zero_window_stall": "issue 14",
-    "middlebox_idle_timeout": "issue 14",
-}
+PLANNED: dict[str, str] = {}
 
 BY_ID: dict[str, Case] = {c.id: c for c in CATALOG}
 ABNORMAL: frozenset[str] = frozenset(c.id for c in CATALOG if c.abnormal)

@@ -110,6 +110,10 @@ ctypedef struct DirMore:
     uint32_t zero_windows
     uint8_t n_ladder
     uint8_t n_keep
+    # the run of window-0 advertisements still going at this side's last segment: its first
+    # (0: the window is open, or was never closed)
+    int64_t zw_frame
+    double zw_ts
 
 # DirFacts: what one side sent.
 ctypedef struct Dir:
@@ -153,6 +157,17 @@ ctypedef struct ConnMore:
     uint32_t n_anom  # all anomalies, kept or not
     uint8_t n_icmp
     Tunnel* tunnel  # the first segment's tunnel, outer_src on the client's side; NULL: none
+    # A handshake stalled by a full accept queue (STALL_* bits in `stall`): the client's ACK of
+    # the SYN/ACK that the server's kernel ignored, the client segment it accepted in the end
+    # (0 while the server is held in SYN_RCVD), and the client's latest segment meanwhile.
+    int64_t stall_frame
+    double stall_ts
+    int64_t accept_frame
+    double accept_ts
+    int64_t cand_frame
+    double cand_ts
+    uint32_t stall_rtx  # the client's data retransmitted while the server sent only SYN/ACKs
+    uint8_t stall
 
 ctypedef struct Conn:
     int64_t conn_id
@@ -174,6 +189,9 @@ ctypedef struct Conn:
     Ep ep[2]  # client, server
     Dir d[2]  # what the client / the server sent
     ConnMore* more  # NULL until needed
+    # the connection's longest silence (seconds between two segments) and the segment after it
+    double idle_gap
+    int64_t idle_frame
 
 cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
     if ep.fs0 & HIST_INLINE:
@@ -259,6 +277,22 @@ cdef enum:
     R_ANSWERS_SYN = 1 << 4
     R_FORGED = 1 << 5
     R_CHALLENGE = 1 << 6  # challenge_frame is not None
+
+# ConnMore.stall
+cdef enum:
+    STALL_ON = 1 << 0  # the server is held in SYN_RCVD until a client segment is accepted
+    STALL_SYNACK = 1 << 1  # the server retransmitted its SYN/ACK after the client's ACK
+    STALL_DATA = 1 << 2  # the client's data was retransmitted, the server sent only SYN/ACKs
+
+# A silence at least this long (ms) before new data is an idle gap a middlebox may have timed
+# out (conn.pyx: the claimed sender of a RST after it; verdict.pyx: middlebox_idle_timeout).
+cdef enum:
+    IDLE_MIN_MS = 1000
+
+# `s` (just observed) is the server's RST/ACK with seq = its ISN+1 after a handshake in which
+# the server sent nothing else: what a listener closing under its accept queue sends (the
+# observer counts them per listening endpoint: a burst is the listener_closed mark).
+cdef bint conn_listener_reset(const Conn* c, const Seg* s) noexcept nogil
 
 # One Conn driven from Python Segments (tests): the Python Connection's interface. Declared here
 # so that other modules' test probes (verdict.ClassifyProbe) extend it.

@@ -78,6 +78,7 @@ cdef int MAX_KEPT
 cdef double DUPLICATE_WINDOW
 # the states and events the code names, by their index
 cdef uint8_t S_MIDSTREAM, S_SYN_SENT, S_SYN_RCVD, S_CLOSE_WAIT, S_CLOSED
+cdef uint8_t S_ESTABLISHED
 cdef uint8_t E_SEND_SYN, E_SEND_SYNACK, E_SEND_ACK, E_SEND_FIN, E_SEND_RST
 cdef uint8_t E_RECV_SYN, E_RECV_SYNACK, E_RECV_ACK_OF_SYN, E_RECV_ACK, E_RECV_ACK_OF_FIN
 cdef uint8_t E_RECV_FIN, E_RECV_RST
@@ -139,7 +140,7 @@ def _build():
     """Compile the Python declarations into the C tables above."""
     global HARMLESS_EV, FINISHED_ST, FIN_RECEIVED_ST, HANDSHAKE_ST, UNSYNC_ST, NO_CHALLENGE_ST
     global MAX_KEPT, DUPLICATE_WINDOW, LONGEST_PATH
-    global S_MIDSTREAM, S_SYN_SENT, S_SYN_RCVD, S_CLOSE_WAIT, S_CLOSED
+    global S_MIDSTREAM, S_SYN_SENT, S_SYN_RCVD, S_CLOSE_WAIT, S_CLOSED, S_ESTABLISHED
     global E_SEND_SYN, E_SEND_SYNACK, E_SEND_ACK, E_SEND_FIN, E_SEND_RST
     global E_RECV_SYN, E_RECV_SYNACK, E_RECV_ACK_OF_SYN, E_RECV_ACK, E_RECV_ACK_OF_FIN
     global E_RECV_FIN, E_RECV_RST
@@ -175,6 +176,7 @@ def _build():
         raise ValueError("conn.pyx: HIST_MAX is below the table's longest timeline")
     si, ei = _STATES.index, _EVENTS.index
     S_MIDSTREAM, S_SYN_SENT, S_SYN_RCVD = si(S.MIDSTREAM), si(S.SYN_SENT), si(S.SYN_RCVD)
+    S_ESTABLISHED = si(S.ESTABLISHED)
     S_CLOSE_WAIT, S_CLOSED = si(S.CLOSE_WAIT), si(S.CLOSED)
     E_SEND_SYN, E_SEND_SYNACK, E_SEND_ACK = ei(E.SEND_SYN), ei(E.SEND_SYNACK), ei(E.SEND_ACK)
     E_SEND_FIN, E_SEND_RST = ei(E.SEND_FIN), ei(E.SEND_RST)
@@ -673,7 +675,9 @@ cdef int apply_receiver(Conn* c, const Seg* s, int rcv, const Dir* sender) noexc
             rc |= ep_apply(c, rcv, E_RECV_SYN, s.frame, s.ts)
         rc |= ep_apply(c, rcv, E_RECV_SYNACK if flags & F_ACK else E_RECV_SYN, s.frame, s.ts)
         return rc
-    if flags & F_ACK:
+    if flags & F_ACK and rcv == 1 and stalled(c) and ep.state == S_SYN_RCVD:
+        c.more.cand_frame, c.more.cand_ts = s.frame, s.ts  # held: ignored, maybe accepted
+    elif flags & F_ACK:
         if facts.has & H_ISN and ep.state == S_SYN_RCVD and seq_le(facts.isn + 1u, s.ack):
             rc |= ep_apply(c, rcv, E_RECV_ACK_OF_SYN, s.frame, s.ts)
         if facts.has & H_FIN and seq_le(facts.fin_seq + 1u, s.ack):
@@ -707,7 +711,18 @@ cdef bint rst_acceptable(const Seg* s, uint8_t rcv_state, const Dir* me,
         (has_nxt and seq == other.max_ack) or (has_max and seq == me.next_seq))
 
 
-cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other) noexcept nogil:
+cdef bint ttl_foreign(const Dir* d, uint8_t ttl) noexcept nogil:
+    """`d` sent segments, none of them with this TTL."""
+    if d.n_ttl == 0:
+        return False
+    if d.n_ttl == 3:
+        return d.more == NULL or d.more.ttl_more == NULL \
+            or not (d.more.ttl_more[ttl >> 3] >> (ttl & 7)) & 1
+    return d.ttl[0] != ttl and (d.n_ttl < 2 or d.ttl[1] != ttl)
+
+
+cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
+                     int64_t prev_last) noexcept nogil:
     cdef int peer = 1 - role, i, n_acc, rc = 0
     cdef Ep* rcv = &c.ep[peer]
     cdef RstRec fact
@@ -747,7 +762,12 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other)
         else:
             me.rsts[me.n_rst] = fact
             me.n_rst += 1
-    rc |= ep_apply(c, role, E_SEND_RST, s.frame, s.ts)
+    # A bare RST after an idle gap, from a "sender" silent since the gap and with a TTL it never
+    # used, came from a middlebox: the claimed sender's socket did not close (the kernel's
+    # trace keeps it ESTABLISHED). Elsewhere a TTL alone is no proof (paths change).
+    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or c.idle_frame == 0 \
+            or c.idle_gap * 1000.0 < IDLE_MIN_MS or prev_last >= c.idle_frame:
+        rc |= ep_apply(c, role, E_SEND_RST, s.frame, s.ts)
     if accepted:
         rc |= ep_apply(c, peer, E_RECV_RST, s.frame, s.ts)
     elif not in_set(NO_CHALLENGE_ST, rcv.state):
@@ -767,6 +787,79 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other)
     return rc
 
 
+# ------------------------------------------------------------------ a handshake stalled by a full
+# accept queue. Linux drops a final ACK that finds the accept queue full (tcp_abort_on_overflow
+# 0): the server stays in SYN_RCVD, retransmits its SYN/ACK, and ignores the client's data until
+# a later client segment finds room. The evidence comes after the ACK the timeline took for the
+# handshake's end, so that entry is taken back; the server's ESTABLISHED then goes to the last
+# client segment before the server's first segment that is not a SYN/ACK (the one its kernel
+# accepted: it answers nothing else while held).
+
+cdef bint conn_listener_reset(const Conn* c, const Seg* s) noexcept nogil:
+    cdef const Dir* sv = &c.d[1]
+    return s.flags & (F_RST | F_ACK) == F_RST | F_ACK and not conn_from_client(c, s) \
+        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN and not sv.bytes \
+        and not sv.has & H_FIN and s.seq == <uint32_t>(sv.isn + 1u)
+
+
+cdef bint server_only_synacks(const Conn* c) noexcept nogil:
+    return c.d[1].packets == c.d[1].n_synack and c.d[1].n_rst == 0
+
+
+cdef int stall_hold(Conn* c, uint8_t why) noexcept nogil:
+    """Take back the server's ESTABLISHED (the ACK its kernel dropped) and hold it in SYN_RCVD."""
+    cdef Ep* ep = &c.ep[1]
+    cdef ConnMore* m = conn_more(c)
+    if m == NULL:
+        return -1
+    if m.stall & STALL_ON:
+        m.stall |= why
+        return 0
+    if m.accept_frame or not ep.n_hist or hist_state(ep, ep.n_hist - 1) != S_ESTABLISHED:
+        return 0  # (the evidence counts only for a handshake the timeline had taken as done)
+    m.stall_frame = hist_frame(ep, ep.n_hist - 1)
+    m.stall_ts = hist_ts(ep, ep.n_hist - 1)
+    hist_pop(ep)
+    ep.state = S_SYN_RCVD
+    m.stall |= STALL_ON | why
+    return 0
+
+
+cdef int stall_release(Conn* c, const Seg* s) noexcept nogil:
+    """The server sent something other than a SYN/ACK: its kernel accepted the client's last
+    segment; ESTABLISHED goes there."""
+    cdef ConnMore* m = c.more
+    m.stall &= ~STALL_ON
+    if m.cand_frame == 0:
+        m.cand_frame, m.cand_ts = s.frame, s.ts
+    m.accept_frame, m.accept_ts = m.cand_frame, m.cand_ts
+    if c.ep[1].state != S_SYN_RCVD:
+        return 0
+    return ep_apply(c, 1, E_RECV_ACK_OF_SYN, m.cand_frame, m.cand_ts)
+
+
+cdef inline bint stalled(const Conn* c) noexcept nogil:
+    return c.more != NULL and c.more.stall & STALL_ON
+
+
+cdef int stall_data(Conn* c, const Seg* s, Dir* me) noexcept nogil:
+    """track_sequence for the client's data while the server has sent only SYN/ACKs: its second
+    retransmission unanswered holds the server (one loss would be repaired by the first)."""
+    cdef uint32_t before = me.more.retransmissions if me.more != NULL else 0
+    cdef int rc = track_sequence(c, s, 0, me)
+    cdef ConnMore* m
+    if me.more == NULL or me.more.retransmissions == before or c.ep[1].state != S_ESTABLISHED \
+            and not stalled(c):
+        return rc
+    m = conn_more(c)
+    if m == NULL:
+        return -1
+    m.stall_rtx += 1
+    if m.stall_rtx >= 2:
+        rc |= stall_hold(c, STALL_DATA)
+    return rc
+
+
 cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     cdef bint client = conn_from_client(c, s)
     cdef int role = 0 if client else 1
@@ -777,6 +870,8 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     cdef int64_t frame = s.frame
     cdef double ts = s.ts
     cdef DirMore* m
+    cdef double gap
+    cdef int64_t prev_last = me.last_frame if me.packets else 0
     # capture duplicates: the same (seq, ack, flags, payload_len, ip_id, tsval) within the window
     if me.has & H_KEY and me.key_seq == s.seq and me.key_ack == s.ack \
             and me.key_flags == flags and me.key_plen == s.payload_len \
@@ -792,6 +887,13 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     me.key_ip_id = s.ip_id
     me.key_tsval = s.tsval if s.has_tsopt else 0
     me.has = (me.has & ~H_KEY_TSVAL) | H_KEY | (H_KEY_TSVAL if s.has_tsopt else 0)
+    gap = ts - c.end if c.packets else 0.0
+    if role == 1 and flags & (F_SYN | F_ACK | F_RST) == F_SYN | F_ACK and me.n_synack \
+            and server_only_synacks(c) and c.ep[1].state == S_ESTABLISHED \
+            and c.d[0].has & H_MAXACK:
+        rc |= stall_hold(c, STALL_SYNACK)  # a SYN/ACK again, after the client's ACK
+    elif role == 1 and not flags & (F_SYN | F_RST) and stalled(c):
+        rc |= stall_release(c, s)
     c.packets += 1
     c.last_frame = frame
     c.end = ts
@@ -816,6 +918,10 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
                 rc = -1
             else:
                 m.zero_windows += 1
+                if m.zw_frame == 0:
+                    m.zw_frame, m.zw_ts = frame, ts
+        elif me.more != NULL and me.more.zw_frame:
+            me.more.zw_frame = 0  # the window opened again
         p = c.pend[role]
         if p:
             c.pend[role] = 0
@@ -823,13 +929,22 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
             if p != PEND_COPY and not flags & (F_SYN | F_FIN) and s.payload_len == 0:
                 other.rsts[p - 1].challenge_frame = frame
                 other.rsts[p - 1].bits |= R_CHALLENGE
-        rc |= track_sequence(c, s, role, me)
+        if role == 0 and s.payload_len and server_only_synacks(c) and c.d[1].n_synack:
+            rc |= stall_data(c, s, me)
+        else:
+            rc |= track_sequence(c, s, role, me)
+        # the longest silence before new data or a first FIN (retransmissions and probes are
+        # no end of a silence: they repeat what the silence followed)
+        if gap > c.idle_gap and (me.has & H_DATA and me.last_data_frame == frame
+                                 or flags & F_FIN and not me.has & H_FIN):
+            c.idle_gap = gap
+            c.idle_frame = frame
     if flags & F_ACK and (not me.has & H_MAXACK or seq_lt(me.max_ack, s.ack)):
         me.max_ack = s.ack
         me.ack_frame = frame
         me.has |= H_MAXACK
     if flags & F_RST:
-        return observe_rst(c, s, role, me, other) | rc
+        return observe_rst(c, s, role, me, other, prev_last) | rc
     rc |= apply_sender(c, s, role, me)
     rc |= apply_receiver(c, s, peer, me)
     return rc

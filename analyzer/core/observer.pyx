@@ -22,11 +22,13 @@ from libc.string cimport memcmp, memcpy, memset
 
 from analyzer.core.conn cimport (
     Conn,
+    Dir,
     conn_any_closed,
     conn_ended,
     conn_export,
     conn_free,
     conn_init,
+    conn_listener_reset,
     conn_new_attempt,
     conn_observe,
     conn_observe_icmp,
@@ -34,7 +36,13 @@ from analyzer.core.conn cimport (
 from analyzer.core.decode cimport Counts, NativeReader, decode_ip, find_ip
 from analyzer.core.columns cimport Columns
 from analyzer.core.records cimport JsonLines
-from analyzer.core.verdict cimport Verdict, classify_conn, verdict_to_py
+from analyzer.core.verdict cimport (
+    CTX_BURST,
+    CTX_BURST_SHIFT,
+    Verdict,
+    classify_conn,
+    verdict_to_py,
+)
 from analyzer.core.seg cimport F_ACK, F_RST, F_SYN, ICMP_NONE, Addr, Seg, seg_from_py
 from analyzer.core.zeekview cimport (
     ZEEK_BARE,
@@ -57,6 +65,21 @@ ctypedef struct Endpoint:
     Addr addr
     uint16_t port
     uint8_t version
+
+
+# A run of listener resets from one server endpoint (conn_listener_reset): each within
+# BURST_GAP of the previous one. A small direct-mapped table: a collision only forgets a run.
+ctypedef struct ResetRun:
+    Endpoint server
+    double first
+    double last
+    uint32_t n
+
+cdef enum:
+    RUNS = 64
+    BURST_MIN = 3  # resets in a run that make it a burst
+
+cdef double BURST_GAP = 0.005  # seconds: inet_csk_listen_stop() resets its queue in one loop
 
 
 # The flow key is not stored: it is the Conn's (client, server) endpoints, in either order, and
@@ -189,6 +212,7 @@ cdef class Observer:
     cdef Endpoint* answered
     cdef uint64_t answered_mask
     cdef Py_ssize_t n_answered
+    cdef ResetRun runs[RUNS]  # listener resets per server endpoint (zeroed with the object)
     cdef Counts frame_counts  # what feed_frame decoded (live captures)
     cdef public list done
     cdef int64_t* closing  # close_some's order: (conn id, slot) pairs, while closing
@@ -377,6 +401,8 @@ cdef class Observer:
             if conn_observe(&slot.conn, s) < 0 or zeek_observe(&slot.zeek, s, &slot.conn.client_addr,
                                                                 &slot.conn.server_addr) < 0:
                 raise MemoryError()
+            if s.flags & F_RST and conn_listener_reset(&slot.conn, s):
+                self.note_reset(&src, s.ts)
         if self.on_end is not None and not slot.end_reported and conn_ended(&slot.conn):
             slot.end_reported = 1
             self.report_end(slot)
@@ -558,7 +584,8 @@ cdef class Observer:
         cdef uint32_t n_anom = c.more.n_anom if c.more != NULL else 0
         for r in range(2):
             state[r], n_hist[r] = c.ep[r].state, c.ep[r].n_hist
-        rc = classify_conn(c, self.was_answered_by_server(slot), &v)
+        # (the burst so far: live mode cannot wait for the resets still to come)
+        rc = classify_conn(c, self.was_answered_by_server(slot) | self.reset_burst(slot), &v)
         try:
             if rc < 0:
                 raise MemoryError()
@@ -582,7 +609,8 @@ cdef class Observer:
     cdef int finish(self, int32_t idx) except -1:
         cdef Slot* slot = &self.slots[idx]
         cdef Verdict v
-        if classify_conn(&slot.conn, self.was_answered_by_server(slot), &v) < 0:
+        if classify_conn(&slot.conn, self.was_answered_by_server(slot)
+                         | self.reset_burst(slot), &v) < 0:
             raise MemoryError()
         if self.json is not None or self.columns is not None:
             if self.kept(&slot.conn, &v):
@@ -750,6 +778,38 @@ cdef class Observer:
             i = (i + 1) & self.answered_mask
         self.answered[i] = server[0]
         self.n_answered += 1
+
+    cdef void note_reset(self, const Endpoint* server, double ts) noexcept:
+        """A listener reset from `server` at `ts`: extend its run, or start one."""
+        cdef ResetRun* run = &self.runs[endpoint_hash(0xCBF29CE484222325ULL, server) % RUNS]
+        if run.n and run.server.version == server.version \
+                and endpoint_cmp(&run.server, server) == 0 and 0 <= ts - run.last <= BURST_GAP:
+            run.last = ts
+            if run.n < 65535:
+                run.n += 1
+            return
+        run.server = server[0]
+        run.first = run.last = ts
+        run.n = 1
+
+    cdef int reset_burst(self, const Slot* slot) noexcept:
+        """CTX_BURST and the run's size when the server's first RST is in a burst of its
+        endpoint's listener resets; else 0."""
+        cdef Endpoint server
+        cdef const ResetRun* run
+        cdef const Dir* sv = &slot.conn.d[1]
+        cdef double ts
+        if sv.n_rst == 0:
+            return 0
+        server.addr = slot.conn.server_addr
+        server.port = slot.conn.server_port
+        server.version = slot.conn.ip_version
+        run = &self.runs[endpoint_hash(0xCBF29CE484222325ULL, &server) % RUNS]
+        ts = sv.rsts[0].ts
+        if run.n < BURST_MIN or run.server.version != server.version \
+                or endpoint_cmp(&run.server, &server) != 0 or not run.first <= ts <= run.last:
+            return 0
+        return CTX_BURST | <int>(run.n << CTX_BURST_SHIFT)
 
     cdef bint was_answered(self, const Endpoint* server) noexcept:
         cdef uint64_t i = endpoint_hash(0xCBF29CE484222325ULL, server) & self.answered_mask

@@ -76,10 +76,19 @@ ctypedef struct Verdict:
     uint8_t n_anom  # anomalies shown (min(len(conn.anomalies), 10), after the give_up)
     uint8_t gave_up  # bit per role: classify applied GIVE_UP to that endpoint
 
-# The verdict of `c` (listener_seen: its server answered a SYN earlier in the capture): fills `v`
-# and closes the timeline of a side whose timers gave up (GIVE_UP at its last segment). Returns 0, or -1 when memory ran out (the give_up's timeline entry or
+# classify_conn's context (what other connections showed), as bits: CTX_ANSWERED, the server
+# answered a SYN in this capture (classify's listener_seen); CTX_BURST, this connection's
+# server RST was one of a burst of listener resets from its endpoint, of CTX_BURST_SHIFT'ed
+# size (the observer's count, at most 65535).
+cdef enum:
+    CTX_ANSWERED = 1
+    CTX_BURST = 2
+    CTX_BURST_SHIFT = 8
+
+# The verdict of `c` in `context` (CTX_* bits): fills `v` and closes the timeline of a side
+# whose timers gave up (GIVE_UP at its last segment). Returns 0, or -1 when memory ran out (the give_up's timeline entry or
 # anomaly could not be stored; `v` is complete all the same).
-cdef int classify_conn(Conn* c, bint listener_seen, Verdict* v) noexcept nogil
+cdef int classify_conn(Conn* c, int context, Verdict* v) noexcept nogil
 
 # Texts, UTF-8, as the Python Verdict holds them. Like snprintf: writes at most cap - 1 bytes
 # and a NUL (when cap > 0) and returns the length of the whole text, so a return >= cap means

@@ -32,6 +32,10 @@ from analyzer.core.conn cimport (
     H_MAXACK,
     H_NEXT,
     H_SAOR,
+    IDLE_MIN_MS,
+    STALL_DATA,
+    STALL_ON,
+    STALL_SYNACK,
     R_ACCEPTED,
     R_ANSWERS_SYN,
     R_CHALLENGE,
@@ -113,6 +117,19 @@ cdef enum:
     RS_GRACEFUL
     RS_OPEN
     RS_PARTIAL
+    RS_BACKLOG_STALL  # n0 the ignored ACK, n1 the accepted segment, idx ending (EN_*), role
+    RS_MIDDLEBOX_RST  # role: the RST's claimed sender, n0 the segment after the gap, n1 RST
+    RS_MIDDLEBOX_DROP  # role: the sender, n0 the segment after the gap, n1 rungs
+    RS_ZERO_WINDOW  # role: the receiver, n0 its first window 0, n1 the sender's probes
+    RS_LISTENER_CLOSED  # n0 the RST, bits DATA: the client had sent data
+
+# how a stalled handshake ended (RS_BACKLOG_STALL's idx)
+cdef enum:
+    EN_NEVER  # still held in SYN_RCVD when the capture ended
+    EN_RST  # role: the RST's sender
+    EN_FINS
+    EN_FIN  # role: the only side that sent a FIN
+    EN_OPEN
 
 cdef enum:
     RB_FORGED = 1
@@ -122,8 +139,12 @@ cdef enum:
     RB_CHALLENGE = 16
     RB_N0_NONE = 32  # n0 is Python's None (printed "None")
     RB_N1_NONE = 64
+    RB_SYNACK = 1  # RS_BACKLOG_STALL: the server retransmitted its SYN/ACK
+    RB_READ_UNKNOWN = 2  # RS_ABORTIVE: the sender had received payload (read or not)
+    RB_DATA = 1  # RS_LISTENER_CLOSED: the client had sent data
 
-ctypedef bint (*RuleFn)(const Conn* c, bint listener_seen, Verdict* v) noexcept nogil
+
+ctypedef bint (*RuleFn)(const Conn* c, int ls, Verdict* v) noexcept nogil
 
 # ------------------------------------------------------------------ tables, filled by _build
 
@@ -136,6 +157,7 @@ cdef uint32_t NO_CLOSER_CASES
 cdef int8_t K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE
 cdef int8_t K_RETRANSMISSION_TIMEOUT, K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE
 cdef int8_t K_OPEN, K_GRACEFUL
+cdef int8_t K_UNREAD_DATA_RESET, K_INJECTED_RESET, K_LISTENER_CLOSED
 cdef const char* ERRNO_NAME[N_ERRNO]
 cdef uint32_t GAVE_UP_ERR  # bit per ERR_*
 cdef int8_t ICMP_ERR[16][2]  # ICMP kind -> ERR_* for IPv4, IPv6; -1: not an error the rule maps
@@ -301,7 +323,7 @@ cdef inline void clear(Verdict* v) noexcept nogil:
 # ------------------------------------------------------------------ the rules: abnormal endings
 
 
-cdef bint rule_refused(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_refused(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First: a RST to a SYN means no connection ever existed, whatever else follows.
     cdef const Dir* cl = &c.d[0]
     cdef const Dir* sv = &c.d[1]
@@ -321,7 +343,7 @@ cdef bint rule_refused(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return False
 
 
-cdef bint rule_unreachable(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_unreachable(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before resets and timeouts: an ICMP error explains the silence that follows it.
     cdef const ConnMore* m = c.more
     cdef const IcmpRec* last = NULL
@@ -352,7 +374,7 @@ cdef bint rule_unreachable(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_injected_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_injected_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before every other reset case: a forged RST would otherwise pass for the peer's own.
     cdef int role, victim, i, j, n_peer
     cdef const Dir* d
@@ -407,7 +429,54 @@ cdef bint linear(const Dir* cl) noexcept nogil:
     return True
 
 
-cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
+    """The client's final ACK met a full accept queue (conn.pyx's stall): backlog_overflow
+    whatever the ending, which the reason names. The server retransmitting its SYN/ACK after
+    the ACK proves it ignored it; the client's data going unanswered alone could be losses."""
+    cdef const ConnMore* m = c.more
+    cdef const RstRec* r = first_rst(c)
+    cdef uint8_t ending, role = 0
+    cdef int8_t rival
+    cdef Frames f
+    if not m.stall & STALL_SYNACK and (m.stall & STALL_ON or not m.accept_frame):
+        # only the client's data unanswered, and the server never spoke again: a server that
+        # died after the handshake or a path that drops the request (PMTU black hole) shows
+        # the same; retransmission_timeout's (the timeline keeps the server held)
+        return False
+    f.n = 0
+    fr_add(&f, m.stall_frame, True)
+    if c.d[1].n_synack >= 2:
+        fr_add(&f, c.d[1].synack[1].frame, True)
+    fr_add(&f, m.accept_frame, True)
+    if m.stall & STALL_ON or not m.accept_frame:
+        ending, rival = EN_NEVER, K_RETRANSMISSION_TIMEOUT
+    elif r != NULL:
+        ending, rival, role = EN_RST, K_ABORTIVE_CLOSE, r.sender & 1
+        if r.receiver_state != S_UNKNOWN and r.receiver_state != S_CLOSED:
+            see(v, 1 - role, ERR_ECONNRESET)
+        fr_add(&f, r.frame, True)
+    elif fin_truthy(&c.d[0]) and fin_truthy(&c.d[1]):
+        ending, rival = EN_FINS, K_GRACEFUL
+        see(v, 0, ERR_EOF)
+        see(v, 1, ERR_EOF)
+        fr_add(&f, c.d[0].fin_frame, True)
+        fr_add(&f, c.d[1].fin_frame, True)
+    elif fin_truthy(&c.d[0]) or fin_truthy(&c.d[1]):
+        role = 0 if fin_truthy(&c.d[0]) else 1
+        ending, rival = EN_FIN, K_OPEN
+        see(v, 1 - role, ERR_EOF)
+        fr_add(&f, c.d[role].fin_frame, True)
+    else:
+        ending, rival = EN_OPEN, K_OPEN
+    put_frames(v, &f)
+    if not m.stall & STALL_SYNACK:
+        likely(v, rival)
+    reason(v, RS_BACKLOG_STALL, role, RB_SYNACK if m.stall & STALL_SYNACK else 0,
+           m.stall_frame, m.accept_frame, ending)
+    return True
+
+
+cdef bint rule_backlog_overflow(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before syn_timeout and the reset cases: the same symptoms, but the server is alive.
     cdef const Dir* cl = &c.d[0]
     cdef const Dir* sv = &c.d[1]
@@ -415,6 +484,8 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     cdef Frames f
     cdef int i
     cdef bint two_times = False, acked_synack = False
+    if c.more != NULL and c.more.stall & (STALL_SYNACK | STALL_DATA) and backlog_stall(c, v):
+        return True
     for i in range(1, cl.n_syn):  # len(set(syn_times)) >= 2: a time unlike the first
         if syn_ts(cl, i) != syn_ts(cl, 0):
             two_times = True
@@ -463,7 +534,127 @@ cdef bint rule_backlog_overflow(const Conn* c, bint ls, Verdict* v) noexcept nog
     return False
 
 
-cdef bint rule_write_after_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
+    # Before injected_reset (a RST the peer did not send) and retransmission_timeout (data
+    # never acknowledged): an idle gap before the refused segment names the middlebox.
+    cdef const RstRec* r = first_rst(c)
+    cdef const Dir* d
+    cdef const Dir* peer
+    cdef int a, b, p, i, nl
+    cdef Frames f
+    if c.idle_gap * 1000.0 < IDLE_MIN_MS or c.idle_frame == 0:
+        return False
+    if r != NULL and r.frame > c.idle_frame:
+        # reset: a RST whose TTL is not its claimed sender's, its sender's only segment after
+        # the gap, answering the other side's first segment after it
+        a = r.sender & 1
+        b = 1 - a
+        d = &c.d[a]
+        if d.n_ttl == 0 or ttl_in(d, r.ttl) or d.last_frame != r.frame \
+                or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > c.idle_frame:
+            return False
+        see(v, b, ERR_ECONNRESET)
+        f.n = 0
+        fr_add(&f, c.idle_frame, True)
+        fr_add(&f, r.frame, True)
+        put_frames(v, &f)
+        reason(v, RS_MIDDLEBOX_RST, a, 0, c.idle_frame, r.frame, r.ttl)
+        return True
+    if r != NULL:
+        return False
+    for p in range(2):
+        # drop: the data sent after the gap retransmitted and never acknowledged, and the peer
+        # silent since the gap; a peer that died during the gap looks the same (likely)
+        d = &c.d[p]
+        peer = &c.d[1 - p]
+        nl = n_ladder(d)
+        if nl < 2 or not d.has & H_NEXT or d.more.ladder[0].frame <= c.idle_frame \
+                or peer.packets == 0 or peer.last_frame > c.idle_frame:
+            continue
+        if peer.has & H_MAXACK and peer.max_ack == d.next_seq:
+            continue
+        see(v, p, ERR_ETIMEDOUT)
+        f.n = 0
+        fr_add(&f, c.idle_frame, True)
+        for i in range(nl if nl < 5 else 5):
+            fr_add(&f, d.more.ladder[i].frame, True)
+        put_frames(v, &f)
+        likely(v, K_RETRANSMISSION_TIMEOUT)
+        reason(v, RS_MIDDLEBOX_DROP, p, 0, c.idle_frame, nl, 0)
+        return True
+    return False
+
+
+cdef bint rule_zero_window_stall(const Conn* c, int ls, Verdict* v) noexcept nogil:
+    # Before keepalive_timeout: zero-window probes have the keepalive's form (seq = next-1);
+    # the receiver's closed window tells them apart.
+    cdef int rcv, snd, i, probes, first_probe
+    cdef const DirMore* mr
+    cdef const DirMore* ms
+    cdef Frames f
+    if c.d[0].n_rst or c.d[1].n_rst:
+        return False
+    for rcv in range(2):
+        snd = 1 - rcv
+        mr = c.d[rcv].more
+        ms = c.d[snd].more
+        if mr == NULL or mr.zw_frame == 0 or ms == NULL or fin_present(&c.d[rcv]):
+            continue
+        probes = 0
+        first_probe = -1
+        for i in range(ms.n_keep):
+            if ms.keepalives[i] > mr.zw_frame:
+                probes += 1
+                if first_probe < 0:
+                    first_probe = i
+        if probes == 0:
+            continue
+        see(v, snd, ERR_ETIMEDOUT)
+        f.n = 0
+        fr_add(&f, mr.zw_frame, True)
+        fr_add(&f, ms.keepalives[first_probe], True)
+        fr_add(&f, ms.keepalives[ms.n_keep - 1], True)
+        put_frames(v, &f)
+        reason(v, RS_ZERO_WINDOW, rcv, 0, mr.zw_frame, probes, 0)
+        return True
+    return False
+
+
+cdef inline bint server_never_spoke(const Conn* c, const RstRec* r) noexcept nogil:
+    """The server's RST/ACK carries seq = its ISN+1: it sent nothing after its SYN/ACK."""
+    cdef const Dir* sv = &c.d[1]
+    return r.sender == 1 and r.bits & R_HAS_ACK and not sv.bytes and not fin_present(sv) \
+        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN \
+        and r.seq == <uint32_t>(sv.isn + 1u) and r.sender_state != S_SYN_RCVD
+
+
+cdef bint rule_listener_closed(const Conn* c, int ls, Verdict* v) noexcept nogil:
+    # Before peer_state_lost and abortive_close: the server's RST/ACK after a handshake in
+    # which neither side sent data. One connection cannot show the burst of its neighbours: a
+    # server that accepted and aborted (SO_LINGER 0) looks the same (likely). With the client's
+    # data unread it is unread_data_reset's, likely, naming this case (a lone connection).
+    # With a burst (the observer's context: other connections of this listener reset the same
+    # way within milliseconds) the client's data no longer argues for unread_data_reset; a
+    # crash that killed accepted, unread connections with the listener still could.
+    cdef const RstRec* r = first_rst(c)
+    cdef bint burst = ls & CTX_BURST != 0
+    cdef const Dir* cl = &c.d[0]
+    cdef Frames f
+    if r == NULL or (cl.bytes and not burst) or not server_never_spoke(c, r):
+        return False
+    see(v, 0, ERR_ECONNRESET)
+    f.n = 0
+    fr_add(&f, c.d[1].synack[0].frame, True)
+    fr_add(&f, cl.last_data_frame, cl.has & H_DATA)
+    fr_add(&f, r.frame, True)
+    put_frames(v, &f)
+    likely(v, K_UNREAD_DATA_RESET if cl.bytes else K_ABORTIVE_CLOSE)
+    reason(v, RS_LISTENER_CLOSED, 1, RB_DATA if cl.bytes else 0, r.frame,
+           (ls >> CTX_BURST_SHIFT) if burst else 0, 0)
+    return True
+
+
+cdef bint rule_write_after_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before peer_state_lost: the bare RST is the same; the closer's earlier FIN tells it apart.
     cdef int a, b, i
     cdef const Dir* da
@@ -498,7 +689,7 @@ cdef bint rule_write_after_close(const Conn* c, bint ls, Verdict* v) noexcept no
     return False
 
 
-cdef bint rule_keepalive_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_keepalive_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before the RST/ACK cases: a prober's own RST/ACK ends it and would pass for an abort.
     cdef int p, i, nk, k0
     cdef const Dir* d
@@ -536,7 +727,7 @@ cdef bint rule_keepalive_timeout(const Conn* c, bint ls, Verdict* v) noexcept no
     return False
 
 
-cdef bint rule_aborted_before_accept(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_aborted_before_accept(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before abortive_close: same RST/ACK, but the server's application never got to speak.
     cdef const RstRec* r = first_rst(c)
     cdef const Dir* cl = &c.d[0]
@@ -560,7 +751,7 @@ cdef bint rule_aborted_before_accept(const Conn* c, bint ls, Verdict* v) noexcep
     return True
 
 
-cdef bint rule_peer_state_lost(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_peer_state_lost(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the rules that explain a bare RST otherwise (injection, overflow, write after close).
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -582,7 +773,7 @@ cdef bint rule_peer_state_lost(const Conn* c, bint ls, Verdict* v) noexcept nogi
     return True
 
 
-cdef bint rule_unread_data_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_unread_data_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before abortive_close: the order of data decides (CASES.md, "What Linux really does").
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -614,11 +805,13 @@ cdef bint rule_unread_data_reset(const Conn* c, bint ls, Verdict* v) noexcept no
     put_frames(v, &f)
     if da.bytes:
         likely(v, K_ABORTIVE_CLOSE)
+    elif server_never_spoke(c, r):  # a listener closed under its queue resets the same way
+        likely(v, K_LISTENER_CLOSED)  # (a burst of them was listener_closed's, above)
     reason(v, RS_UNREAD, a, 0 if db_has else RB_N0_NONE, db_last, 0, 0)
     return True
 
 
-cdef bint rule_abortive_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_abortive_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last of the reset cases: any genuine RST no rule above explained is an abort by its sender.
     cdef const RstRec* r = first_rst(c)
     cdef int a, b
@@ -637,11 +830,17 @@ cdef bint rule_abortive_close(const Conn* c, bint ls, Verdict* v) noexcept nogil
     put_frames(v, &f)
     if not r.bits & R_HAS_ACK:
         likely(v, K_PEER_STATE_LOST)
-    reason(v, RS_ABORTIVE, a, RB_ACK if r.bits & R_HAS_ACK else 0, 0, 0, 0)
+    elif c.d[b].bytes:
+        # The sender received payload: whether its application read it the wire cannot say
+        # (the lab: an answer written without reading the request, then close(), looks the
+        # same; the advertised window grew alike, receive autotuning hides the unread bytes).
+        likely(v, K_UNREAD_DATA_RESET)
+    reason(v, RS_ABORTIVE, a, (RB_ACK if r.bits & R_HAS_ACK else 0)
+           | (RB_READ_UNKNOWN if r.bits & R_HAS_ACK and c.d[b].bytes else 0), 0, 0, 0)
     return True
 
 
-cdef bint rule_retransmission_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_retransmission_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After every reset case: a RST, when there is one, explains the ending better than a ladder.
     cdef int p, i, nl
     cdef const Dir* d
@@ -662,7 +861,7 @@ cdef bint rule_retransmission_timeout(const Conn* c, bint ls, Verdict* v) noexce
     return False
 
 
-cdef bint rule_syn_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_syn_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After backlog_overflow, which tells a full listen queue from a silent host.
     cdef const Dir* cl = &c.d[0]
     cdef int i
@@ -677,7 +876,7 @@ cdef bint rule_syn_timeout(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_close_wait_stall(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the RST and timer cases, before the ordinary endings it would otherwise pass for.
     cdef int a, b
     cdef const Dir* da
@@ -696,7 +895,7 @@ cdef bint rule_close_wait_stall(const Conn* c, bint ls, Verdict* v) noexcept nog
     return False
 
 
-cdef bint rule_ignored_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_ignored_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last abnormal case: an ignored RST changed nothing, so an ending found above is the real one.
     cdef int role, i
     cdef const RstRec* r
@@ -720,7 +919,7 @@ cdef bint rule_ignored_reset(const Conn* c, bint ls, Verdict* v) noexcept nogil:
 # ------------------------------------------------------------------ the rules: ordinary endings
 
 
-cdef bint rule_simultaneous_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_simultaneous_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First of the ordinary endings: crossed SYNs are the most specific thing they can show.
     cdef Frames f
     if not (c.d[0].n_syn and c.d[1].n_syn):
@@ -747,7 +946,7 @@ cdef inline void fin_pair(const Conn* c, Verdict* v) noexcept nogil:
     put_frames(v, &f)
 
 
-cdef bint rule_simultaneous_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_simultaneous_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before half_close and graceful: crossed FINs are a graceful close, more specifically.
     if not fins_crossed(c):
         return False
@@ -756,7 +955,7 @@ cdef bint rule_simultaneous_close(const Conn* c, bint ls, Verdict* v) noexcept n
     return True
 
 
-cdef bint rule_half_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_half_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before graceful: FINs both ways too, with data after the first.
     cdef int a, b
     cdef const Dir* db
@@ -777,7 +976,7 @@ cdef bint rule_half_close(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return False
 
 
-cdef bint rule_graceful(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_graceful(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the special closes: any FIN in both directions.
     if not (fin_truthy(&c.d[0]) and fin_truthy(&c.d[1])):
         return False
@@ -786,7 +985,7 @@ cdef bint rule_graceful(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Nothing ended: a connection whose handshake was seen.
     if not (c.d[0].n_syn or c.d[1].n_synack):
         return False
@@ -794,7 +993,7 @@ cdef bint rule_open(const Conn* c, bint ls, Verdict* v) noexcept nogil:
     return True
 
 
-cdef bint rule_partial(const Conn* c, bint ls, Verdict* v) noexcept nogil:
+cdef bint rule_partial(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Last: always answers.
     reason(v, RS_PARTIAL, 0, 0, 0, 0, 0)
     return True
@@ -816,6 +1015,9 @@ _RULE_FNS = {
     "syn_timeout": <uintptr_t>rule_syn_timeout,
     "close_wait_stall": <uintptr_t>rule_close_wait_stall,
     "ignored_reset": <uintptr_t>rule_ignored_reset,
+    "middlebox_idle_timeout": <uintptr_t>rule_middlebox_idle_timeout,
+    "zero_window_stall": <uintptr_t>rule_zero_window_stall,
+    "listener_closed": <uintptr_t>rule_listener_closed,
     "simultaneous_open": <uintptr_t>rule_simultaneous_open,
     "simultaneous_close": <uintptr_t>rule_simultaneous_close,
     "half_close": <uintptr_t>rule_half_close,
@@ -931,11 +1133,20 @@ cdef int conn_give_up(Conn* c, int role) noexcept nogil:
     return rc
 
 
-cdef int classify_conn(Conn* c, bint listener_seen, Verdict* v) noexcept nogil:
+cdef int classify_conn(Conn* c, int listener_seen, Verdict* v) noexcept nogil:
     cdef int i, j, role, rc = 0, hit = N_CASES - 1
     cdef Verdict later
     cdef bint icmp_final
+    cdef ConnMore* m = c.more
     clear(v)
+    if m != NULL and m.stall & STALL_ON and not m.stall & STALL_SYNACK \
+            and c.ep[1].state == S_SYN_RCVD and c.ep[1].n_hist \
+            and hist_state(&c.ep[1], c.ep[1].n_hist - 1) == S_SYN_RCVD:
+        # held on the client's unanswered data alone, and the server never spoke again: no
+        # sign its kernel ignored the ACK (see backlog_stall), so the handshake ended there
+        m.stall &= ~STALL_ON
+        c.ep[1].state = S_ESTABLISHED
+        rc |= hist_push(&c.ep[1], S_ESTABLISHED, m.stall_frame, m.stall_ts)
     for i in range(N_CASES):
         if ORDER_FN[i](c, listener_seen, v):
             hit = i
@@ -1002,6 +1213,12 @@ cdef inline Py_ssize_t o_end(Out* o) noexcept nogil:
     if o.cap > 0:
         o.p[o.n if o.n < o.cap - 1 else o.cap - 1] = 0
     return o.n
+
+
+cdef inline void o_secs(Out* o, double x) noexcept nogil:
+    cdef char tmp[32]
+    snprintf(tmp, sizeof(tmp), "%.1f s", x if x > 0 else 0.0)
+    o_str(o, tmp)
 
 
 cdef inline const char* role_name(int role) noexcept nogil:
@@ -1129,7 +1346,14 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, "RST/ACK" if b & RB_ACK else "bare RST")
         o_str(o, " from the ")
         o_str(o, a)
-        o_str(o, " with no unread data: an abortive close")
+        if b & RB_READ_UNKNOWN:
+            o_str(o, " after its last payload, which followed the ")
+            o_str(o, other)
+            o_str(o, "'s: an abortive close (whether it had read the ")
+            o_str(o, other)
+            o_str(o, "'s data the packets cannot say)")
+        else:
+            o_str(o, " with no unread data: an abortive close")
     elif t == RS_RTO:
         o_str(o, "the ")
         o_str(o, a)
@@ -1170,6 +1394,91 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, "no FIN or RST before the capture ended")
     elif t == RS_PARTIAL:
         o_str(o, "the handshake was not captured")
+    elif t == RS_BACKLOG_STALL:
+        o_str(o, "the server ignored the client's final ACK (frame ")
+        o_int(o, rs.n0)
+        o_str(o, "): a full accept queue; ")
+        o_str(o, "it retransmitted its SYN/ACK" if b & RB_SYNACK else
+              "the client's data went unanswered (retransmitted)")
+        if rs.idx == EN_NEVER:
+            o_str(o, " and the handshake never completed (")
+            o_secs(o, c.end - c.more.stall_ts if c.more != NULL else 0.0)
+            o_str(o, " until the capture ended)")
+        else:
+            o_str(o, "; the handshake stalled ")
+            o_secs(o, c.more.accept_ts - c.more.stall_ts if c.more != NULL else 0.0)
+            o_str(o, " until frame ")
+            o_int(o, rs.n1)
+            o_str(o, ", then ")
+            if rs.idx == EN_RST:
+                o_str(o, "a RST from the ")
+                o_str(o, a)
+            elif rs.idx == EN_FINS:
+                o_str(o, "a normal close (FIN in both directions)")
+            elif rs.idx == EN_FIN:
+                o_str(o, "a FIN from the ")
+                o_str(o, a)
+                o_str(o, " only")
+            else:
+                o_str(o, "it stayed open until the capture ended")
+    elif t == RS_MIDDLEBOX_RST:
+        o_str(o, "after an idle gap of ")
+        o_secs(o, c.idle_gap)
+        o_str(o, ", the ")
+        o_str(o, other)
+        o_str(o, "'s segment (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ") drew a RST (frame ")
+        o_int(o, rs.n1)
+        o_str(o, ") claimed by the ")
+        o_str(o, a)
+        o_str(o, " with TTL ")
+        o_int(o, rs.idx)
+        o_str(o, " where the ")
+        o_str(o, a)
+        o_str(o, "'s other segments had ")
+        o_ttls(o, &c.d[rs.role & 1])
+        o_str(o, ", which sent nothing else after the gap: a middlebox had forgotten the "
+                 "connection")
+    elif t == RS_MIDDLEBOX_DROP:
+        o_str(o, "after an idle gap of ")
+        o_secs(o, c.idle_gap)
+        o_str(o, ", the ")
+        o_str(o, a)
+        o_str(o, "'s data (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ") was retransmitted ")
+        o_int(o, rs.n1)
+        o_str(o, " times and the ")
+        o_str(o, other)
+        o_str(o, " sent nothing more: dropped by a middlebox that forgot the idle connection, "
+                 "or the ")
+        o_str(o, other)
+        o_str(o, " died during the gap")
+    elif t == RS_ZERO_WINDOW:
+        o_str(o, "the ")
+        o_str(o, a)
+        o_str(o, "'s window was 0 from frame ")
+        o_int(o, rs.n0)
+        o_str(o, " to its last segment (")
+        o_secs(o, c.end - c.d[rs.role & 1].more.zw_ts if c.d[rs.role & 1].more != NULL
+               else 0.0)
+        o_str(o, " closed), through ")
+        o_int(o, rs.n1)
+        o_str(o, " zero-window probe(s) from the ")
+        o_str(o, other)
+        o_str(o, ": its application stopped reading")
+    elif t == RS_LISTENER_CLOSED:
+        o_str(o, "RST/ACK from the server (frame ")
+        o_int(o, rs.n0)
+        o_str(o, ", seq = its ISN+1) after the handshake, ")
+        o_str(o, "the client's data ACKed, the server never having sent any" if b & RB_DATA
+              else "no data either way")
+        if rs.n1:
+            o_str(o, ", one of ")
+            o_int(o, rs.n1)
+            o_str(o, " such resets from this listening port within milliseconds")
+        o_str(o, ": its listening socket closed with the connection in the accept queue")
 
 
 cdef Py_ssize_t verdict_reason(const Verdict* v, const Conn* c, char* out,
@@ -1439,6 +1748,7 @@ def _build():
     global N_CASES, CASE_IDS, RULE_ORDER, WORTH_CASES, NO_CLOSER_CASES, GAVE_UP_ERR
     global K_REFUSED, K_UNREACHABLE, K_SIMULTANEOUS_CLOSE, K_RETRANSMISSION_TIMEOUT
     global K_PEER_STATE_LOST, K_SYN_TIMEOUT, K_ABORTIVE_CLOSE, K_OPEN, K_GRACEFUL
+    global K_UNREAD_DATA_RESET, K_INJECTED_RESET, K_LISTENER_CLOSED
     global LINEAR_LO, LINEAR_HI, N_ICMP_KINDS, N_STATES, N_EVENTS, LIVE_ST
     global S_UNKNOWN, S_SYN_SENT, S_SYN_RCVD, S_ESTABLISHED, S_CLOSE_WAIT, S_CLOSED
     global S_TIME_WAIT, S_CLOSING, E_GIVE_UP, GU_HARMLESS
@@ -1472,6 +1782,8 @@ def _build():
         ix("peer_state_lost")
     K_SYN_TIMEOUT, K_ABORTIVE_CLOSE = ix("syn_timeout"), ix("abortive_close")
     K_OPEN, K_GRACEFUL = ix("open"), ix("graceful")
+    K_UNREAD_DATA_RESET, K_INJECTED_RESET = ix("unread_data_reset"), ix("injected_reset")
+    K_LISTENER_CLOSED = ix("listener_closed")
     WORTH_CASES = 0
     for cid in _pyclassify.WORTH_A_MENTION:
         WORTH_CASES |= 1 << ix(cid)

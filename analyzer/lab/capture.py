@@ -35,7 +35,9 @@ class Tcpdump:
         self.proc: subprocess.Popen | None = None
         self.stderr = ""
 
-    def start(self) -> None:
+    def start(self, iface: str | None = None) -> None:
+        if iface is not None:  # a scenario's own interface (a veth it created), not lo
+            self.cmd[self.cmd.index("-i") + 1] = iface
         self.path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -43,7 +43,9 @@ class Lab:
         self.endpoints: dict[str, tuple[str, int]] = {}
         self.sysctls: dict[str, str] = {}
         self.hand_crafted = False
-        self.start_capture: Callable[[], None] = lambda: None
+        self.start_capture: Callable[..., None] = lambda iface=None: None
+        # undone by the runner after the capture stopped (namespaces a scenario added)
+        self.cleanups: list[Callable[[], None]] = []
         self._socks: list[socket.socket] = []
 
     # -- sockets ------------------------------------------------------------------------------

@@ -29,7 +29,10 @@ class Scenario:
 
     ``run(lab)`` drives the sockets through ``lab`` (an ``analyzer.lab.context.Lab``);
     ``capture_late`` means the scenario starts tcpdump itself (the ``partial`` case);
-    ``slow`` marks the timeout cases that take several seconds.
+    ``slow`` marks the timeout cases that take several seconds. ``case`` is the catalog case
+    the scenario reproduces when its id is a variant's (``backlog_overflow_recovers``), not
+    the case id itself; ``variant`` marks a scenario that changes only what the wire hides
+    (the tests let it get its rival's case, marked likely and naming its own).
     """
 
     id: str
@@ -40,6 +43,13 @@ class Scenario:
     needs: tuple[str, ...] = ("root", "netns", "tracefs")
     capture_late: bool = False
     slow: bool = False
+    case: str = ""
+    # a variant that changes only what the wire hides: its verdict may honestly be the rival's
+    variant: bool = False
+
+    @property
+    def case_id(self) -> str:
+        return self.case or self.id
 
     def info(self) -> ScenarioInfo:
         return ScenarioInfo(self.id, self.title, self.families, self.needs, self.slow)

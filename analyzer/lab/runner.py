@@ -83,7 +83,7 @@ def _first_errnos(calls: list[dict]) -> dict[str, str | None]:
 
 def run_one(sc: Scenario, family: int, outdir: Path, trace: TraceSession | None,
             serial: int) -> LabResult:
-    stem = sc.id if family == 4 else f"{sc.id}_v6"
+    stem = sc.id if family == 4 else f"{sc.id}_v6"  # a variant's files carry its own id
     pcap, label_path = outdir / f"{stem}.pcap", outdir / f"{stem}.json"
     port = port_for(sc.id, family)
     ns = NetNs(f"rstscope_lab_{os.getpid()}_{serial}")
@@ -100,7 +100,7 @@ def run_one(sc: Scenario, family: int, outdir: Path, trace: TraceSession | None,
                 lab.sysctls[key] = value
         if trace is not None:
             trace.clear()
-        lab.start_capture = dump.start
+        lab.start_capture = dump.start  # (a scenario may pass the interface it built)
         if not sc.capture_late:
             dump.start()
         ns.enter()
@@ -116,12 +116,17 @@ def run_one(sc: Scenario, family: int, outdir: Path, trace: TraceSession | None,
                 events = trace.collect()
         finally:
             lab.close_all()
+            for undo in reversed(lab.cleanups):
+                try:
+                    undo()
+                except Exception as exc:  # keep undoing the rest, say what stayed
+                    lab.note(f"cleanup failed: {exc}")
             ns.destroy()
     label = build_label(sc, lab, events, trace is not None, pcap)
     ok, reason = verify(sc.id, label) if error is None else (False, error)
     label["verified"], label["verify_reason"] = ok, reason
     label_path.write_text(json.dumps(label, indent=1) + "\n")
-    return LabResult(sc.id, family, pcap if pcap.exists() else None, label_path, ok, reason,
+    return LabResult(sc.case_id, family, pcap if pcap.exists() else None, label_path, ok, reason,
                      round(time.monotonic() - started, 3), error, label)
 
 
@@ -131,7 +136,7 @@ def build_label(sc: Scenario, lab: Lab, events: list[dict], tracefs: bool, pcap:
     kernel, states = kernel_section(events, lab)
     packets = read_packets(pcap) if pcap.exists() else []
     return {
-        "case": sc.id, "family": lab.family, "hand_crafted": lab.hand_crafted,
+        "case": sc.case_id, "scenario": sc.id, "variant": sc.variant, "family": lab.family, "hand_crafted": lab.hand_crafted,
         "kernel_release": platform.release(),
         "client": fmt_addr(*client) if client else None,
         "server": fmt_addr(*server) if server else None,

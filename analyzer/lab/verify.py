@@ -164,6 +164,91 @@ def _keepalive(lb):
             + expect_reason(lb, "TCP_KEEPALIVE_TIMEOUT"))
 
 
+@_check("backlog_overflow_recovers")
+def _backlog_recovers(lb):
+    # the final ACK met a full queue: the server's SYN/ACK again after the client's ACK, and
+    # its kernel established the connection only when the queue had drained
+    w = wire(lb)
+    first_ack = next((i for i, x in enumerate(w) if x[1] == "c>s" and "S" not in x[2]), None)
+    again = [x for x in w[first_ack or 0:] if x[1] == "s>c" and x[2] == "SA"]
+    bad = (expect_call(lb, "client", "connect", "ok") + expect_call(lb, "server", "accept", "ok")
+           + expect_call(lb, "client", "recv", "ok:8") + _no_errors(lb))
+    stalled = [x for x in w[(first_ack or 0) + 1:] if x[1] == "c>s" and x[5] != "len=0"]
+    if first_ack is None or not (again or len(stalled) >= 2):
+        bad.append("neither a SYN/ACK nor the client's data retransmitted after its ACK")
+    if lb.get("tracefs"):  # this connection's sockets only (the queued one shares the port)
+        cport = int(lb["client"].rsplit(":", 1)[1])
+        sport = int(lb["server"].rsplit(":", 1)[1])
+        est = {side: [e["t"] for e in lb["kernel"]["inet_sock_set_state"]
+                      if (e["sport"], e["dport"]) == ports
+                      and e["newstate"] == "TCP_ESTABLISHED"]
+               for side, ports in (("client", (cport, sport)), ("server", (sport, cport)))}
+        if not est["client"] or not est["server"] or est["server"][0] - est["client"][0] < 1.0:
+            bad.append(f"the server did not stall in SYN_RECV: ESTABLISHED at {est}")
+    return bad
+
+
+@_check("listener_closed")
+def _listener_closed(lb):
+    bad = (expect_call(lb, "client", "recv", "ECONNRESET")
+           + expect_call(lb, "client_a", "recv", "ECONNRESET")
+           + expect_call(lb, "client_late", "connect", "ECONNREFUSED")
+           + expect_reason(lb, "TCP_STATE"))
+    if results(lb, "server", "accept"):
+        bad.append("the server accepted")
+    if [x for x in wire(lb) if x[1] == "s>c" and x[5] != "len=0"]:
+        bad.append("the server sent data")
+    return bad
+
+
+@_check("zero_window_stall")
+def _zero_window(lb):
+    zero = [x for x in wire(lb) if x[1] == "s>c" and "win=0" in x]
+    bad = expect_call(lb, "client", "send", "ETIMEDOUT")
+    if len(zero) < 3:
+        bad.append(f"the server advertised window 0 {len(zero)} times")
+    if results(lb, "server", "recv"):
+        bad.append("the server read")
+    return bad
+
+
+def _middlebox(lb, errno_: str) -> list[str]:
+    bad = expect_call(lb, "client", "recv", errno_)
+    if [c for c in lb["calls"] if c["side"] == "server" and c["call"] != "accept"
+            and c["result"].startswith("E")]:
+        bad.append("the server saw an error")
+    server_ttls = {x[-1] for x in wire(lb) if x[1] == "s>c" and "R" not in x[2]}
+    rsts = [x for x in wire(lb) if x[1] == "s>c" and "R" in x[2]]
+    return bad, server_ttls, rsts
+
+
+@_check("middlebox_idle_timeout")
+def _middlebox_reset(lb):
+    bad, ttls, rsts = _middlebox(lb, "ECONNRESET")
+    if not rsts or rsts[0][-1] in ttls:
+        bad.append(f"no RST with a TTL unlike the server's {sorted(ttls)}: {rsts}")
+    return bad
+
+
+@_check("middlebox_idle_timeout_drop")
+def _middlebox_drop(lb):
+    bad, _ttls, rsts = _middlebox(lb, "ETIMEDOUT")
+    return bad + ([f"a RST on the wire: {rsts}"] if rsts else [])
+
+
+@_check("unread_answered_small")
+@_check("unread_answered_large")
+def _unread_answered(lb):
+    return (expect_call(lb, "client", "recv", "ECONNRESET")
+            + expect_reason(lb, "TCP_ABORT_ON_CLOSE"))
+
+
+@_check("abortive_read_large")
+def _abortive_read(lb):
+    return (expect_call(lb, "client", "recv", "ECONNRESET")
+            + expect_reason(lb, "TCP_STATE", "TCP_ABORT_ON_LINGER"))
+
+
 def _no_errors(lb) -> list[str]:
     return [f"unexpected errors {errnos(lb)}"] if errnos(lb) else []
 

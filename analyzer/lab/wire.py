@@ -86,7 +86,7 @@ def decode_frame(frame: bytes, linktype: int) -> dict | None:
 
 def summarize(packets: list[dict], client: tuple[str, int] | None,
               server: tuple[str, int] | None) -> list[str]:
-    """One short line per packet: "0.000123 c>s S seq=.. ack=.. len=0 ttl=64"."""
+    """One short line per packet: "0.000123 c>s S seq=.. ack=.. len=0 win=.. ttl=64"."""
     lines = []
     for p in packets:
         if p.get("proto") == "tcp":
@@ -98,7 +98,7 @@ def summarize(packets: list[dict], client: tuple[str, int] | None,
             else:
                 d = f"{p['sport']}>{p['dport']}"
             lines.append(f"{p['t']:.6f} {d} {p['flags']} seq={p['seq']} ack={p['ack']} "
-                         f"len={p['len']} ttl={p['ttl']}")
+                         f"len={p['len']} win={p['win']} ttl={p['ttl']}")
         elif p.get("proto") in ("icmp", "icmp6"):
             lines.append(f"{p['t']:.6f} {p['src']}>{p['dst']} {p['proto']} "
                          f"type={p['type']} code={p['code']}")

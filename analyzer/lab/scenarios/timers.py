@@ -8,6 +8,7 @@ A SYN nobody answers is dropped in the *input* hook instead, after tcpdump has s
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from analyzer.lab.context import Lab
@@ -97,3 +98,43 @@ def keepalive_timeout(lab: Lab) -> None:
     cli.settimeout(8.0)
     lab.recv("client", cli)
     lab.send("client", cli, b"anyone there?\r\n")
+
+
+@scenario("backlog_overflow_recovers", "a full accept queue drops the final ACK, then drains", """
+    The server listens with backlog 0 (room for one connection) and does not accept() for a
+    while. Two clients connect at once through a delay line, so both SYNs are answered before
+    either final ACK arrives: the first ACK fills the queue, the second client's ACK is
+    dropped. That client believes it is connected and sends its request, which is dropped too;
+    the server retransmits its SYN/ACK. After 2.5 s the server accepts the first connection,
+    the second completes, gets its answer and both sides close normally.""",
+          case="backlog_overflow", **SLOW)
+def backlog_overflow_recovers(lab: Lab) -> None:
+    from analyzer.lab.scenarios.common import delay_line, remove_delay_line
+
+    lst = lab.listener(backlog=0)
+    first = lab.client(side="client_queued")
+    cli = lab.client(timeout=10.0)
+    first.setblocking(False)
+    delay_line(lab)
+    lab.call("client_queued", "connect", first.connect_ex, lab.server_addr,
+             ok=lambda r: "ok" if r == 0 else errno.errorcode.get(r, str(r)))
+    lab.connect("client", cli)
+    lab.sleep(0.3)  # both final ACKs leave the delay line (deleting it would drop them)
+    remove_delay_line(lab)
+    lab.send("client", cli, b"GET /slow\r\n")
+    lab.sleep(2.5)  # no accept(): the queue stays full
+    lst.settimeout(8.0)  # the second completes at the client's next retransmission
+    queued = lab.accept("server_queued", lst)
+    srv = lab.accept("server", lst)
+    if srv is None:
+        return
+    srv.settimeout(6.0)
+    lab.recv("server", srv)
+    lab.send("server", srv, b"200 OK\r\n")
+    lab.recv("client", cli)
+    lab.close("client", cli)
+    lab.recv("server", srv)
+    lab.close("server", srv)
+    if queued is not None:
+        queued.close()
+    lab.sleep(0.1)
