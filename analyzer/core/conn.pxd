@@ -168,6 +168,10 @@ ctypedef struct ConnMore:
     double cand_ts
     uint32_t stall_rtx  # the client's data retransmitted while the server sent only SYN/ACKs
     uint8_t stall
+    # the connection's longest silence of at least IDLE_MIN_MS (seconds between two segments)
+    # and the segment after it (shorter ones are never asked for: no ConnMore for them)
+    double idle_gap
+    int64_t idle_frame
 
 ctypedef struct Conn:
     int64_t conn_id
@@ -189,9 +193,6 @@ ctypedef struct Conn:
     Ep ep[2]  # client, server
     Dir d[2]  # what the client / the server sent
     ConnMore* more  # NULL until needed
-    # the connection's longest silence (seconds between two segments) and the segment after it
-    double idle_gap
-    int64_t idle_frame
 
 cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
     if ep.fs0 & HIST_INLINE:
@@ -288,6 +289,12 @@ cdef enum:
 # out (conn.pyx: the claimed sender of a RST after it; verdict.pyx: middlebox_idle_timeout).
 cdef enum:
     IDLE_MIN_MS = 1000
+
+cdef inline double conn_idle_gap(const Conn* c) noexcept nogil:
+    return c.more.idle_gap if c.more != NULL else 0.0
+
+cdef inline int64_t conn_idle_frame(const Conn* c) noexcept nogil:
+    return c.more.idle_frame if c.more != NULL else 0
 
 # `s` (just observed) is the server's RST/ACK with seq = its ISN+1 after a handshake in which
 # the server sent nothing else: what a listener closing under its accept queue sends (the

@@ -765,8 +765,8 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
     # A bare RST after an idle gap, from a "sender" silent since the gap and with a TTL it never
     # used, came from a middlebox: the claimed sender's socket did not close (the kernel's
     # trace keeps it ESTABLISHED). Elsewhere a TTL alone is no proof (paths change).
-    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or c.idle_frame == 0 \
-            or c.idle_gap * 1000.0 < IDLE_MIN_MS or prev_last >= c.idle_frame:
+    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or conn_idle_frame(c) == 0 \
+            or prev_last >= conn_idle_frame(c):
         rc |= ep_apply(c, role, E_SEND_RST, s.frame, s.ts)
     if accepted:
         rc |= ep_apply(c, peer, E_RECV_RST, s.frame, s.ts)
@@ -935,10 +935,14 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
             rc |= track_sequence(c, s, role, me)
         # the longest silence before new data or a first FIN (retransmissions and probes are
         # no end of a silence: they repeat what the silence followed)
-        if gap > c.idle_gap and (me.has & H_DATA and me.last_data_frame == frame
-                                 or flags & F_FIN and not me.has & H_FIN):
-            c.idle_gap = gap
-            c.idle_frame = frame
+        if gap * 1000.0 >= IDLE_MIN_MS and gap > conn_idle_gap(c) \
+                and (me.has & H_DATA and me.last_data_frame == frame
+                     or flags & F_FIN and not me.has & H_FIN):
+            if conn_more(c) == NULL:
+                rc = -1
+            else:
+                c.more.idle_gap = gap
+                c.more.idle_frame = frame
     if flags & F_ACK and (not me.has & H_MAXACK or seq_lt(me.max_ack, s.ack)):
         me.max_ack = s.ack
         me.ack_frame = frame

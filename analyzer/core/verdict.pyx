@@ -23,6 +23,8 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 
 from analyzer.core.conn cimport (
+    conn_idle_frame,
+    conn_idle_gap,
     ANOM_KEPT,
     EV_OWN_RST,
     H_DAPF,
@@ -542,23 +544,23 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
     cdef const Dir* peer
     cdef int a, b, p, i, nl
     cdef Frames f
-    if c.idle_gap * 1000.0 < IDLE_MIN_MS or c.idle_frame == 0:
+    if conn_idle_gap(c) * 1000.0 < IDLE_MIN_MS or conn_idle_frame(c) == 0:
         return False
-    if r != NULL and r.frame > c.idle_frame:
+    if r != NULL and r.frame > conn_idle_frame(c):
         # reset: a RST whose TTL is not its claimed sender's, its sender's only segment after
         # the gap, answering the other side's first segment after it
         a = r.sender & 1
         b = 1 - a
         d = &c.d[a]
         if d.n_ttl == 0 or ttl_in(d, r.ttl) or d.last_frame != r.frame \
-                or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > c.idle_frame:
+                or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > conn_idle_frame(c):
             return False
         see(v, b, ERR_ECONNRESET)
         f.n = 0
-        fr_add(&f, c.idle_frame, True)
+        fr_add(&f, conn_idle_frame(c), True)
         fr_add(&f, r.frame, True)
         put_frames(v, &f)
-        reason(v, RS_MIDDLEBOX_RST, a, 0, c.idle_frame, r.frame, r.ttl)
+        reason(v, RS_MIDDLEBOX_RST, a, 0, conn_idle_frame(c), r.frame, r.ttl)
         return True
     if r != NULL:
         return False
@@ -568,19 +570,19 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
         d = &c.d[p]
         peer = &c.d[1 - p]
         nl = n_ladder(d)
-        if nl < 2 or not d.has & H_NEXT or d.more.ladder[0].frame <= c.idle_frame \
-                or peer.packets == 0 or peer.last_frame > c.idle_frame:
+        if nl < 2 or not d.has & H_NEXT or d.more.ladder[0].frame <= conn_idle_frame(c) \
+                or peer.packets == 0 or peer.last_frame > conn_idle_frame(c):
             continue
         if peer.has & H_MAXACK and peer.max_ack == d.next_seq:
             continue
         see(v, p, ERR_ETIMEDOUT)
         f.n = 0
-        fr_add(&f, c.idle_frame, True)
+        fr_add(&f, conn_idle_frame(c), True)
         for i in range(nl if nl < 5 else 5):
             fr_add(&f, d.more.ladder[i].frame, True)
         put_frames(v, &f)
         likely(v, K_RETRANSMISSION_TIMEOUT)
-        reason(v, RS_MIDDLEBOX_DROP, p, 0, c.idle_frame, nl, 0)
+        reason(v, RS_MIDDLEBOX_DROP, p, 0, conn_idle_frame(c), nl, 0)
         return True
     return False
 
@@ -1423,7 +1425,7 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
                 o_str(o, "it stayed open until the capture ended")
     elif t == RS_MIDDLEBOX_RST:
         o_str(o, "after an idle gap of ")
-        o_secs(o, c.idle_gap)
+        o_secs(o, conn_idle_gap(c))
         o_str(o, ", the ")
         o_str(o, other)
         o_str(o, "'s segment (frame ")
@@ -1442,7 +1444,7 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
                  "connection")
     elif t == RS_MIDDLEBOX_DROP:
         o_str(o, "after an idle gap of ")
-        o_secs(o, c.idle_gap)
+        o_secs(o, conn_idle_gap(c))
         o_str(o, ", the ")
         o_str(o, a)
         o_str(o, "'s data (frame ")
