@@ -61,7 +61,8 @@ SAN_CHECK = if ls $(ASAN_DIR)/reports/asan.* $(ASAN_DIR)/reports/ubsan.* >/dev/n
 	exit 1; else echo "rstscope: no sanitizer report"; fi
 CORE_TESTS := tests/test_core_decode.py tests/test_core_decode_files.py tests/test_core_decode_input.py \
 	tests/test_core_observer.py tests/test_core_conn.py \
-	tests/test_core_zeek.py tests/test_core_verdict.py tests/test_core_records.py
+	tests/test_core_zeek.py tests/test_core_verdict.py tests/test_core_records.py \
+	tests/test_tunnels.py tests/test_columns.py
 
 asan-build:
 	mkdir -p $(ASAN_DIR)
