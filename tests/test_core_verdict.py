@@ -280,6 +280,125 @@ def _flows():
     f("c", "P.", 1001, 5001, 10)
     f("s", ".", 5001, 1011)
     f("c", "R.", 1011, 5001)
+    f = new("abortive_close_nothing_received")  # the RST's sender was sent no payload at all
+    handshake(f)
+    f("s", "P.", 5001, 1001, 30)
+    f("c", ".", 1001, 5031)
+    f("s", "R.", 5031, 1001)
+    out.extend(_new_case_flows())
+    return out
+
+
+def _new_case_flows():
+    """listener_closed, zero_window_stall, middlebox_idle_timeout, a backlog_overflow that
+    recovers, and near misses of each."""
+    out = []
+
+    def new(name, listener=False):
+        f = Flow()
+        out.append((name, f, listener))
+        return f
+
+    f = new("listener_closed")  # a lone queued connection reset: RST/ACK, seq = server ISN+1
+    handshake(f)
+    f("s", "R.", 5001, 1001)
+    f = new("listener_closed_request_queued")  # ... with the client's request acked, unread
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("s", ".", 5001, 1011)
+    f("s", "R.", 5001, 1011)
+    f = new("zero_window_stall")  # the server stopped reading: window 0 to its last segment
+    handshake(f)
+    f("c", "P.", 1001, 5001, 100)
+    f("s", ".", 5001, 1101, window=0)
+    for dt in (0.2, 0.45, 0.86):
+        f("c", ".", 1100, 5001, dt=dt)  # zero-window probe: seq = next-1
+        f("s", ".", 5001, 1101, window=0)
+    f = new("zero_window_reopened")  # one zero window, then the window opens: not a stall
+    handshake(f)
+    f("c", "P.", 1001, 5001, 100)
+    f("s", ".", 5001, 1101, window=0)
+    f("c", ".", 1100, 5001, dt=0.2)
+    f("s", ".", 5001, 1101)
+    f("c", "P.", 1101, 5001, 100)
+    f("s", ".", 5001, 1201)
+    f = new("zero_window_then_fins")  # a closed window, probes, then both FINs: it ended
+    handshake(f)
+    f("c", "P.", 1001, 5001, 100)
+    f("s", ".", 5001, 1101, window=0)
+    f("c", ".", 1100, 5001, dt=0.2)
+    f("s", ".", 5001, 1101, window=0)
+    f("s", "F.", 5001, 1101, dt=0.3)
+    f("c", "F.", 1101, 5002)
+    f("s", ".", 5002, 1102)
+    f = new("middlebox_reject")  # idle 5 s; the next request answered by a RST at TTL 50
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("s", "P.", 5001, 1011, 20)
+    f("c", ".", 1011, 5021)
+    f("c", "P.", 1011, 5021, 10, dt=5.0)
+    f("s", "R", 5021, ttl=50)
+    f = new("middlebox_drop")  # idle 5 s; the next request retransmitted, never answered
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("s", "P.", 5001, 1011, 20)
+    f("c", ".", 1011, 5021)
+    f("c", "P.", 1011, 5021, 10, dt=5.0)
+    for dt in (0.2, 0.4, 0.8, 1.6):
+        f("c", "P.", 1011, 5021, 10, dt=dt)
+    for name, gap, ttl in (("rst_after_short_gap_own_ttl", 0.5, 64),
+                           ("rst_after_short_gap_odd_ttl", 0.5, 50),
+                           ("rst_after_long_gap_own_ttl", 5.0, 64)):
+        f = new(name)  # middlebox_reject's pattern with a gap under IDLE_MIN_MS or the own TTL
+        handshake(f)
+        f("c", "P.", 1001, 5001, 10)
+        f("s", "P.", 5001, 1011, 20)
+        f("c", ".", 1011, 5021)
+        f("c", "P.", 1011, 5021, 10, dt=gap)
+        f("s", "R", 5021, ttl=ttl)
+    f = new("odd_ttl_rst_after_the_server_answered")  # the server spoke after the gap itself
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("s", "P.", 5001, 1011, 20)
+    f("c", ".", 1011, 5021)
+    f("c", "P.", 1011, 5021, 10, dt=5.0)
+    f("s", ".", 5021, 1021)
+    f("s", "R", 5021, ttl=50)
+    f = new("drop_after_short_gap")  # middlebox_drop's pattern, 0.5 s idle: a plain RTO
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("s", "P.", 5001, 1011, 20)
+    f("c", ".", 1011, 5021)
+    f("c", "P.", 1011, 5021, 10, dt=0.5)
+    for dt in (0.2, 0.4, 0.8, 1.6):
+        f("c", "P.", 1011, 5021, 10, dt=dt)
+    for ending in ("fins", "rst", "open"):
+        f = new(f"backlog_recovers_{ending}")  # the ACK and request dropped, SYN/ACK again
+        f("c", "S", 1000)
+        f("s", "S.", 5000, 1001)
+        f("c", ".", 1001, 5001)
+        f("c", "P.", 1001, 5001, 10)
+        f("s", "S.", 5000, 1001, dt=1.0)  # still SYN_RCVD: it ignored the ACK and the data
+        f("c", ".", 1011, 5001)  # the client's answer to the duplicate SYN/ACK
+        f("c", "P.", 1001, 5001, 10, dt=0.2)  # the request again: this one finds room
+        f("s", ".", 5001, 1011)  # the server's first segment that is not a SYN/ACK
+        f("s", "P.", 5001, 1011, 20)
+        f("c", ".", 1011, 5021)
+        if ending == "fins":
+            f("c", "F.", 1011, 5021)
+            f("s", "F.", 5021, 1012)
+            f("c", ".", 1012, 5022)
+        elif ending == "rst":
+            f("s", "R.", 5021, 1011)
+    f = new("backlog_data_only_then_answered")  # no SYN/ACK again: two resends then answered
+    handshake(f)
+    f("c", "P.", 1001, 5001, 10)
+    f("c", "P.", 1001, 5001, 10, dt=0.2)
+    f("c", "P.", 1001, 5001, 10, dt=0.4)
+    f("s", ".", 5001, 1011)
+    f("c", "F.", 1011, 5001)
+    f("s", "F.", 5001, 1012)
+    f("c", ".", 1012, 5002)
     return out
 
 
@@ -290,7 +409,12 @@ FLOWS = _flows()
 EXPECTED = {
     "refused": ("refused", "certain", None),
     "write_after_close": ("write_after_close", "certain", None),
-    "abortive_close": ("abortive_close", "certain", None),  # the server answered last
+    # the server answered last, but it had received the client's request: whether its
+    # application read it the packets cannot say (an answer written without reading it, then
+    # close(), sends the same segments), so an unread request stays possible
+    "abortive_close": ("abortive_close", "likely", "unread_data_reset"),
+    # the RST's sender was sent no payload: nothing it could have left unread
+    "abortive_close_nothing_received": ("abortive_close", "certain", None),
     # the wire cannot tell an unread request from a linger-0 abort after the exchange
     "unread_data_reset": ("unread_data_reset", "likely", "abortive_close"),
     "aborted_before_accept": ("aborted_before_accept", "certain", None),
@@ -335,6 +459,48 @@ EXPECTED = {
     "rst_to_a_closed_peer": ("abortive_close", "certain", None),
     # the client spoke first: an abort after its request is possible too
     "aborted_after_the_client_spoke": ("aborted_before_accept", "likely", "abortive_close"),
+    # one connection cannot show the burst: an accept() then a linger-0 close looks the same
+    "listener_closed": ("listener_closed", "likely", "abortive_close"),
+    # ... and with the request queued it is exactly a server that closed without reading
+    "listener_closed_request_queued": ("unread_data_reset", "likely", "listener_closed"),
+    # window 0 from the ACK of the data to the server's last segment, probes answered with 0
+    "zero_window_stall": ("zero_window_stall", "certain", None),
+    "zero_window_reopened": ("open", "certain", None),  # the window opened, data flowed again
+    "zero_window_then_fins": ("graceful", "certain", None),  # the server's FIN ended the stall
+    # the TTL (and the gap) are all that say the server did not send it: a server that lost
+    # the connection during the gap and whose path changed sends the same RST, as in
+    # injected_by_ttl_only (see DISPUTED)
+    "middlebox_reject": ("middlebox_idle_timeout", "likely", "peer_state_lost"),
+    # the server may have died during the gap: the same silence
+    "middlebox_drop": ("middlebox_idle_timeout", "likely", "retransmission_timeout"),
+    # under IDLE_MIN_MS of silence, or the server's own TTL: what the RST was without the gap
+    "rst_after_short_gap_own_ttl": ("peer_state_lost", "certain", None),
+    "rst_after_short_gap_odd_ttl": ("injected_reset", "likely", "peer_state_lost"),
+    "rst_after_long_gap_own_ttl": ("peer_state_lost", "certain", None),
+    # the server acknowledged the request after the gap: every box on the path still had the
+    # connection, so the odd-TTL RST is the TTL-only case of rst_after_short_gap_odd_ttl
+    "odd_ttl_rst_after_the_server_answered": ("injected_reset", "likely", "peer_state_lost"),
+    "drop_after_short_gap": ("retransmission_timeout", "certain", None),
+    # a SYN/ACK again after the client's ACK and request: the server's kernel had dropped the
+    # ACK (SYN_RCVD still), whatever came after the recovery
+    "backlog_recovers_fins": ("backlog_overflow", "certain", None),
+    "backlog_recovers_rst": ("backlog_overflow", "certain", None),
+    "backlog_recovers_open": ("backlog_overflow", "certain", None),
+    # only the request unanswered twice: two losses on the path look the same, then a close
+    "backlog_data_only_then_answered": ("backlog_overflow", "likely", "graceful"),
+}
+
+# flows where this file's reasoning and the classifier disagree: the reason why (the case is
+# still asserted, so a broken rule fails; only the confidence or the case is disputed)
+DISPUTED = {
+    "middlebox_reject": "rule_middlebox_idle_timeout says certain on a TTL and a gap; a TTL "
+                        "alone is no proof elsewhere (injected_by_ttl_only: likely, rival "
+                        "peer_state_lost) and the gap does not rule out a server that lost "
+                        "state with its path changed",
+    "odd_ttl_rst_after_the_server_answered": "rule_middlebox_idle_timeout checks only that the "
+                        "RST is the claimed sender's last segment, not its only one after the "
+                        "gap: the server's ACK after the gap is missed (its reason even says "
+                        "it sent nothing else after the gap)",
 }
 
 
@@ -355,7 +521,9 @@ def _through_the_observer(flow: Flow, listener: bool):
     return verdict
 
 
-@pytest.mark.parametrize("name,flow,listener", FLOWS, ids=[n for n, _, _ in FLOWS])
+@pytest.mark.parametrize("name,flow,listener", [
+    pytest.param(n, f, ls, marks=pytest.mark.xfail(strict=True, reason=DISPUTED[n]))
+    if n in DISPUTED else (n, f, ls) for n, f, ls in FLOWS], ids=[n for n, _, _ in FLOWS])
 def test_hand_built(name, flow, listener):
     want = EXPECTED[name]
     probe = ClassifyProbe(0, flow.segments[0], flow.ends["c"], flow.ends["s"])
@@ -477,3 +645,78 @@ def test_verdict_fields_are_plain_python():
         "server_sees": [], "evidence": [1, 2], "confidence": "certain", "rival": None,
         "reason": "SYN answered by RST/ACK, no SYN/ACK", "secondary": []}
     assert p.verdict() == v
+
+
+def test_disputed_flows_still_reach_their_case():
+    """What the disputes leave agreed: the reject variant is middlebox_idle_timeout, the
+    client's next call fails with ECONNRESET and the server (silent since the gap) sees
+    nothing."""
+    (f,) = [f for n, f, _ in FLOWS if n == "middlebox_reject"]
+    v = classify_one(f.segments, f.ends["c"], f.ends["s"], False)
+    assert (v.case, v.client_sees, v.server_sees) == ("middlebox_idle_timeout",
+                                                       ["ECONNRESET"], [])
+    assert _through_the_observer(f, False) == v
+
+
+def _burst(gaps, data=()):
+    """Clients 10.0.1.k completing handshakes with one server, then its RST/ACKs (seq = its
+    ISN+1) `gaps` seconds apart: inet_csk_listen_stop()'s loop over the accept queue when
+    every gap is within the observer's 5 ms. Clients in `data` had sent a request, acked."""
+    segs, flows, t = [], [], 1000.0
+    for k in range(len(gaps) + 1):
+        f = Flow(client=(f"10.0.1.{k + 1}", 40000 + k), ts=t + 0.01 * k)
+        handshake(f)
+        if k in data:
+            f("c", "P.", 1001, 5001, 10)
+            f("s", ".", 5001, 1011)
+        flows.append(f)
+        segs += f.segments
+    t = max(s.ts for s in segs) + 0.5
+    for k, f in enumerate(flows):
+        t += gaps[k - 1] if k else 0.0
+        f("s", "R.", 5001, 1011 if k in data else 1001).ts = t
+        segs.append(f.segments[-1])
+    for i, s in enumerate(sorted(segs, key=lambda s: s.ts)):
+        s.frame = i + 1
+    pairs = observe(sorted(segs, key=lambda s: s.ts))
+    return [next(v for c, v in pairs if c.client == f.ends["c"]) for f in flows]
+
+
+def test_a_burst_of_listener_resets_is_listener_closed():
+    # four queued connections reset 1 ms apart, the second with its request unread: the burst
+    # says the listener went; an application that accepted and aborted each within 3 ms (or a
+    # crash with accepted, unread connections) is not ruled out: likely
+    got = [(v.case, v.confidence, v.rival) for v in _burst((0.001, 0.001, 0.001), data=(1,))]
+    assert got == [("listener_closed", "likely", "abortive_close"),
+                   ("listener_closed", "likely", "unread_data_reset"),
+                   ("listener_closed", "likely", "abortive_close"),
+                   ("listener_closed", "likely", "abortive_close")]
+
+
+@pytest.mark.parametrize("gaps", [(0.05, 0.05), (0.001,)], ids=["50ms-apart", "only-two"])
+def test_resets_that_are_no_burst(gaps):
+    # three resets 50 ms apart, or two 1 ms apart: no burst; each connection is what it is
+    # alone (the one with the request unread: unread_data_reset, naming listener_closed)
+    got = [(v.case, v.confidence, v.rival) for v in _burst(gaps, data=(1,))]
+    want = [("listener_closed", "likely", "abortive_close"),
+            ("unread_data_reset", "likely", "listener_closed")]
+    want += [("listener_closed", "likely", "abortive_close")] * (len(gaps) - 1)
+    assert got == want
+
+
+@pytest.mark.parametrize("name,accepted,later", [
+    ("backlog_recovers_fins", 7, [("CLOSE_WAIT", 11), ("LAST_ACK", 12), ("CLOSED", 13)]),
+    ("backlog_data_only_then_answered", 6, [("CLOSE_WAIT", 8), ("LAST_ACK", 9), ("CLOSED", 10)]),
+])
+def test_a_recovered_backlog_holds_the_server_in_syn_rcvd(name, accepted, later):
+    # the server's ESTABLISHED goes to the client's last segment before the server's first one
+    # that is not a SYN/ACK (the resent request its kernel accepted, `accepted`), not to the
+    # ACK at frame 3 that the full queue dropped; the client was ESTABLISHED at the SYN/ACK.
+    # (the timeline's convention: LISTEN at frame 0, SYN_RCVD at the server's SYN/ACK)
+    (f,) = [f for n, f, _ in FLOWS if n == name]
+    ((conn, v),) = observe(f.segments)
+    assert v.case == "backlog_overflow"
+    assert [(s, fr) for s, fr, _ in conn.ep["server"].history] == [
+        ("LISTEN", 0), ("SYN_RCVD", 2), ("ESTABLISHED", accepted)] + later
+    assert [(s, fr) for s, fr, _ in conn.ep["client"].history][:2] == [
+        ("SYN_SENT", 1), ("ESTABLISHED", 2)]
