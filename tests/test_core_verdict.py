@@ -492,16 +492,7 @@ EXPECTED = {
 
 # flows where this file's reasoning and the classifier disagree: the reason why (the case is
 # still asserted, so a broken rule fails; only the confidence or the case is disputed)
-DISPUTED = {
-    "middlebox_reject": "rule_middlebox_idle_timeout says certain on a TTL and a gap; a TTL "
-                        "alone is no proof elsewhere (injected_by_ttl_only: likely, rival "
-                        "peer_state_lost) and the gap does not rule out a server that lost "
-                        "state with its path changed",
-    "odd_ttl_rst_after_the_server_answered": "rule_middlebox_idle_timeout checks only that the "
-                        "RST is the claimed sender's last segment, not its only one after the "
-                        "gap: the server's ACK after the gap is missed (its reason even says "
-                        "it sent nothing else after the gap)",
-}
+DISPUTED: dict[str, str] = {}  # (none left: the two found were fixed in the classifier)
 
 
 def test_every_flow_has_an_expectation():

@@ -278,6 +278,7 @@ cdef enum:
     R_ANSWERS_SYN = 1 << 4
     R_FORGED = 1 << 5
     R_CHALLENGE = 1 << 6  # challenge_frame is not None
+    R_SILENT_SINCE_GAP = 1 << 7  # its sender had sent nothing since the idle gap (conn_idle_frame)
 
 # ConnMore.stall
 cdef enum:

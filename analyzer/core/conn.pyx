@@ -745,6 +745,8 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
     if in_set(HANDSHAKE_ST, rcv.state) or (other.n_synack == 0 and other.n_syn
                                            and me.n_synack == 0):
         fact.bits |= R_ANSWERS_SYN
+    if conn_idle_frame(c) != 0 and prev_last < conn_idle_frame(c):
+        fact.bits |= R_SILENT_SINCE_GAP
     # a storm of stray RSTs must not crowd out the few that count: accepted ones are kept
     # (each ends a state, so there are few), the others up to MAX_KEPT
     keep = me.n_rst < MAX_KEPT
@@ -765,8 +767,7 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
     # A bare RST after an idle gap, from a "sender" silent since the gap and with a TTL it never
     # used, came from a middlebox: the claimed sender's socket did not close (the kernel's
     # trace keeps it ESTABLISHED). Elsewhere a TTL alone is no proof (paths change).
-    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or conn_idle_frame(c) == 0 \
-            or prev_last >= conn_idle_frame(c):
+    if s.flags & F_ACK or not ttl_foreign(me, s.ttl) or not fact.bits & R_SILENT_SINCE_GAP:
         rc |= ep_apply(c, role, E_SEND_RST, s.frame, s.ts)
     if accepted:
         rc |= ep_apply(c, peer, E_RECV_RST, s.frame, s.ts)

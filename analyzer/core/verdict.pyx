@@ -41,6 +41,7 @@ from analyzer.core.conn cimport (
     R_ACCEPTED,
     R_ANSWERS_SYN,
     R_CHALLENGE,
+    R_SILENT_SINCE_GAP,
     R_FORGED,
     R_HAS_ACK,
     AnomRec,
@@ -553,6 +554,7 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
         b = 1 - a
         d = &c.d[a]
         if d.n_ttl == 0 or ttl_in(d, r.ttl) or d.last_frame != r.frame \
+                or not r.bits & R_SILENT_SINCE_GAP \
                 or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > conn_idle_frame(c):
             return False
         see(v, b, ERR_ECONNRESET)
@@ -560,6 +562,8 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
         fr_add(&f, conn_idle_frame(c), True)
         fr_add(&f, r.frame, True)
         put_frames(v, &f)
+        # a TTL is no proof (a server that lost the connection during the gap, its path changed)
+        likely(v, K_PEER_STATE_LOST)
         reason(v, RS_MIDDLEBOX_RST, a, 0, conn_idle_frame(c), r.frame, r.ttl)
         return True
     if r != NULL:
@@ -1440,8 +1444,9 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, a)
         o_str(o, "'s other segments had ")
         o_ttls(o, &c.d[rs.role & 1])
-        o_str(o, ", which sent nothing else after the gap: a middlebox had forgotten the "
-                 "connection")
+        o_str(o, ", which sent nothing else after the gap: most likely a middlebox that had "
+                 "forgotten the connection (a TTL alone cannot rule out a peer that lost it "
+                 "and a path that changed)")
     elif t == RS_MIDDLEBOX_DROP:
         o_str(o, "after an idle gap of ")
         o_secs(o, conn_idle_gap(c))
