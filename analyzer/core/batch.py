@@ -17,18 +17,18 @@ import json
 
 import numpy as np
 
+from analyzer import cases as _cases
 from analyzer.core import columns as _c
-from analyzer.core.columns import (
-    CASE_ABNORMAL,
-    CASE_ADVICE,
-    CASE_IDS,
-    CASE_TITLES,
-    CLOSERS,
-    CONFIDENCES,
-    FIELDS,
-    STATES,
-    ZEEK_STATES,
-)
+from analyzer.core.columns import ERRNOS, FIELDS, ZEEK_STATES  # noqa: F401 (ERRNOS: report.table)
+
+# the names behind the codes, as arrays to index with the code columns
+CASE_IDS = np.array(_c.CASE_IDS, dtype=object)
+CASE_TITLES = np.array([c.title for c in _cases.CATALOG], dtype=object)
+CASE_ADVICE = np.array([c.advice for c in _cases.CATALOG], dtype=object)
+CASE_ABNORMAL = np.array([c.abnormal for c in _cases.CATALOG], dtype=bool)
+CLOSERS = np.array(_c.CLOSERS, dtype=object)
+CONFIDENCES = np.array(_c.CONFIDENCES, dtype=object)
+STATES = np.array(_c.STATES, dtype=object)
 
 
 def _offsets(counts) -> np.ndarray:

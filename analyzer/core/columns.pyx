@@ -32,8 +32,6 @@ from analyzer.core.zeekview cimport ZEEK_HIST_INLINE, ZeekConn, zeek_conn_state
 
 import json
 
-import numpy as np
-
 from analyzer import cases as _cases
 from analyzer.core import verdict as _verdict
 from analyzer.tcpstate import State as _State
@@ -63,15 +61,25 @@ cdef enum:
 if len(FIELDS) != N_FIELDS or N_FIELDS > 32:
     raise ValueError("columns.pyx: FIELDS and the F_* numbers disagree")
 
-# names behind the codes, from their one declaration in Python
-CASE_IDS = np.array([c.id for c in _cases.CATALOG], dtype=object)
-CASE_TITLES = np.array([c.title for c in _cases.CATALOG], dtype=object)
-CASE_ADVICE = np.array([c.advice for c in _cases.CATALOG], dtype=object)
-CASE_ABNORMAL = np.array([c.abnormal for c in _cases.CATALOG], dtype=bool)
-CLOSERS = np.array(_verdict.CLOSER_NAMES, dtype=object)  # code 0: none
-CONFIDENCES = np.array(["certain", "likely"], dtype=object)  # CONF_CERTAIN, CONF_LIKELY
+# numpy, imported at the first batch taken or cell built: the observer imports this module, and
+# `--json` (lines written by records.pyx) never needs numpy (a tenth of a second of start-up)
+cdef object np = None
+
+
+cdef object _numpy():
+    global np
+    if np is None:
+        import numpy
+        np = numpy
+    return np
+
+
+# names behind the codes, from their one declaration in Python (batch.py holds them as arrays)
+CASE_IDS = tuple(c.id for c in _cases.CATALOG)
+CLOSERS = tuple(_verdict.CLOSER_NAMES)  # code 0: none
+CONFIDENCES = ("certain", "likely")  # CONF_CERTAIN, CONF_LIKELY
 ERRNOS = tuple(_verdict.ERRNO_NAMES)
-STATES = np.array([s.value for s in _State], dtype=object)
+STATES = tuple(s.value for s in _State)
 ZEEK_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH",
                "SHR", "OTH")
 cdef dict _zeek_code = {s: i for i, s in enumerate(ZEEK_STATES)}
@@ -210,6 +218,7 @@ cdef class Columns:
 
     def take(self):
         """The rows so far as a Batch (None when there are none); the arrays start again."""
+        _numpy()
         cdef int i
         if not self.n:
             return None
@@ -280,6 +289,7 @@ cdef int _itoa(int64_t v, char* out) noexcept nogil:
 
 def endpoints(const uint8_t[:, ::1] addr, const uint16_t[::1] port, const uint8_t[::1] ipv,
                const int64_t[::1] rows):
+    _numpy()
     cdef Py_ssize_t i, r
     cdef char buf[80]
     cdef int n
@@ -301,6 +311,7 @@ def wireshark(const uint8_t[:, ::1] caddr, const uint8_t[:, ::1] saddr,
                const uint16_t[::1] cport, const uint16_t[::1] sport, const uint8_t[::1] ipv,
                const int64_t[::1] first, const int64_t[::1] last, const int64_t[::1] rows):
     """pipeline.wireshark_filter per row."""
+    _numpy()
     cdef Py_ssize_t i, r
     cdef char buf[256]
     cdef char a[48]
@@ -342,6 +353,7 @@ cdef inline int memcmp_eq(const char* a, const char* b) noexcept nogil:
 
 def texts(const uint8_t[::1] text, const int64_t[::1] off, const int64_t[::1] which):
     """Text number which[i] of the arena, per i (UTF-8 -> str)."""
+    _numpy()
     cdef Py_ssize_t i, k
     cdef const char* base = <const char*>&text[0] if text.shape[0] else <const char*>""
     out = np.empty(which.shape[0], dtype=object)
@@ -353,6 +365,7 @@ def texts(const uint8_t[::1] text, const int64_t[::1] off, const int64_t[::1] wh
 
 def anomalies(const uint8_t[::1] text, const int64_t[::1] off, const int64_t[::1] first,
                const uint8_t[::1] n_anom, const int64_t[::1] rows, bint flat):
+    _numpy()
     cdef Py_ssize_t i, r, j, k
     cdef const char* base = <const char*>&text[0] if text.shape[0] else <const char*>""
     out = np.empty(rows.shape[0], dtype=object)
@@ -372,6 +385,7 @@ def anomalies(const uint8_t[::1] text, const int64_t[::1] off, const int64_t[::1
 
 def sees(const uint8_t[:, ::1] sees, const uint8_t[:, ::1] n_sees, const int64_t[::1] rows,
           int role, bint flat):
+    _numpy()
     cdef Py_ssize_t i, r, j
     cdef int n, k, e
     cdef char buf[64]
@@ -397,6 +411,7 @@ def sees(const uint8_t[:, ::1] sees, const uint8_t[:, ::1] n_sees, const int64_t
 def states(const int64_t[::1] fs, const int64_t[::1] off, const uint8_t[:, ::1] n_hist,
             const int64_t[::1] rows, int role, bint flat):
     """[[state, frame], ...] of one role: the row's client entries come first."""
+    _numpy()
     cdef Py_ssize_t i, r, j, start
     cdef int n, k
     cdef int64_t f
@@ -434,6 +449,7 @@ def states(const int64_t[::1] fs, const int64_t[::1] off, const uint8_t[:, ::1] 
 
 def ints(const int64_t[::1] values, const int64_t[::1] off, const int64_t[::1] rows,
           bint flat):
+    _numpy()
     cdef Py_ssize_t i, r, j
     cdef int k
     cdef char buf[32 * 32]
@@ -455,6 +471,7 @@ def ints(const int64_t[::1] values, const int64_t[::1] off, const int64_t[::1] r
 
 def addresses(const uint8_t[:, ::1] addr, const uint8_t[::1] ipv, const int64_t[::1] rows):
     """The address of each row, as inet_ntop writes it."""
+    _numpy()
     cdef Py_ssize_t i, r
     cdef char buf[48]
     out = np.empty(rows.shape[0], dtype=object)

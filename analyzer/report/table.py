@@ -114,7 +114,7 @@ class Collector:
         """``add`` for every row of a columns batch (``analyzer.core.columns.Batch``), in its
         order, with no record made but for the samples: the same codes, dictionaries and
         numbers, computed over the arrays."""
-        from analyzer.core import columns
+        from analyzer.core import batch as columns  # (the code tables, as arrays)
 
         a, values, codes = batch.a, self.values, self.codes
         rows = np.arange(len(batch))

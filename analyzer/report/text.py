@@ -147,7 +147,7 @@ class View:
     def add_batch(self, batch) -> None:
         import numpy as np
 
-        from analyzer.core.columns import CASE_ABNORMAL, CASE_IDS
+        from analyzer.core.batch import CASE_ABNORMAL, CASE_IDS
 
         codes = batch.a["case"]
         for code, n in enumerate(np.bincount(codes, minlength=len(CASE_IDS))):
@@ -232,7 +232,7 @@ class View:
             return len(kept), iter(kept)
         import numpy as np
 
-        from analyzer.core.columns import CASE_IDS
+        from analyzer.core.batch import CASE_IDS
 
         code = list(CASE_IDS).index(case)
         picks = [(b, rows[b.a["case"][rows] == code]) for b, rows in self._batches]
