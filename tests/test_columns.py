@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analyzer import api, cases
+from analyzer import api, cases, synth
 from analyzer.core.batch import Batch, concat
 from analyzer.pipeline import (
     EVENT_FIELDS,
@@ -120,9 +120,11 @@ def test_a_batch_pickles_whole():
     pd.testing.assert_frame_equal(again.frame(), batch.frame(), check_exact=True)
 
 
-def test_core_filters_keep_what_the_records_filter_kept():
+def test_core_filters_keep_what_the_records_filter_kept(tmp_path):
+    mixed = str(tmp_path / "short.pcap")  # (many connections, many cases: filters leave some)
+    synth.generate(mixed, packets=3000, seed=5, mix="short")
     kept = 0
-    for path in CAPTURES[::2] + TRACES[::3]:
+    for path in [mixed] + CAPTURES[::2] + TRACES[::3]:
         _, _, rows = dict_tables([path])
         if not rows:
             continue
