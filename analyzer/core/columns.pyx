@@ -106,6 +106,8 @@ cdef int vec_reserve(Vec* x, Py_ssize_t more) except -1:
 
 
 cdef inline int push(Vec* x, const void* p, Py_ssize_t n) except -1:
+    if n <= 0:
+        return 0  # (memcpy from or to NULL is undefined even for 0 bytes: UBSan says so)
     if x.len + n > x.cap:
         vec_reserve(x, n)
     memcpy(x.buf + x.len, p, n)
