@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from analyzer.core.conn import LONGEST_PATH, ConnProbe, conn_struct_size
+from analyzer.core.conn import LONGEST_PATH, ConnProbe, conn_struct_size, dir_struct_size
 from analyzer.core.observer import Observer
 
 from analyzer import synth
@@ -225,9 +225,9 @@ def test_struct_and_heap_per_typical_connection():
     assert (conn.sent["client"].bytes, conn.sent["server"].bytes) == (100, 1000)
     size, heap, chunks = conn_struct_size(), probe.heap_bytes(), probe.heap_bytes(True)
     print(f"sizeof(Conn) {size}, lists {heap} bytes ({chunks} as malloc chunks)")
-    assert size <= 440  # (grows only on purpose: it is every open connection's)
-    # timelines of 5 and 6 entries, one SYN/ACK (the one SYN is in the struct)
-    assert heap == 11 * 16 + 16
+    assert size <= 296  # (grows only on purpose: it is every open connection's)
+    # the server's Dir, timelines of 5 and 6 entries, one SYN/ACK (the one SYN is in the struct)
+    assert heap == dir_struct_size() + 11 * 16 + 16
     assert probe.ended and not probe.new_attempt(f.segments[0])
     assert probe.hist_dropped() == (0, 0)
 

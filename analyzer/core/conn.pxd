@@ -191,8 +191,16 @@ ctypedef struct Conn:
     int64_t duplicates
     # ---- conn.pyx's own state below (endpoints, facts, ICMP, anomalies, ...)
     Ep ep[2]  # client, server
-    Dir d[2]  # what the client / the server sent
+    Dir client_dir  # what the client sent
+    # what the server sent: malloc'd at its first segment (a flood's SYN never gets one); until
+    # then conn.pyx's DIR_NONE, all zero and never written. Read both with conn_dir.
+    Dir* server_dir
     ConnMore* more  # NULL until needed
+
+# What `role` (0 client, 1 server) sent. Only conn.pyx writes through it (and only after
+# conn_dir_own has given the server its own Dir).
+cdef inline Dir* conn_dir(const Conn* c, int role) noexcept nogil:
+    return <Dir*>&c.client_dir if role == 0 else c.server_dir
 
 cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
     if ep.fs0 & HIST_INLINE:

@@ -23,6 +23,7 @@ from libc.string cimport memcmp, memcpy, memset
 from analyzer.core.conn cimport (
     Conn,
     Dir,
+    conn_dir,
     conn_any_closed,
     conn_ended,
     conn_export,
@@ -797,7 +798,7 @@ cdef class Observer:
         endpoint's listener resets; else 0."""
         cdef Endpoint server
         cdef const ResetRun* run
-        cdef const Dir* sv = &slot.conn.d[1]
+        cdef const Dir* sv = conn_dir(&slot.conn, 1)
         cdef double ts
         if sv.n_rst == 0:
             return 0
