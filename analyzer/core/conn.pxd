@@ -10,9 +10,10 @@
 # ConnMore, allocated at its first use; every list is a small malloc'd array, NULL until its
 # first item and grown (doubling) up to its bound; the endpoint timelines grow one entry at a
 # time. A timeline's first entry and a direction's first SYN sit in the struct (in place of the
-# array's pointer) until a second one comes, so a lone SYN allocates nothing. conn_free releases
-# them all. A typical connection (handshake, data, FINs): sizeof(Conn) plus two timelines (5 and
-# 6 entries of 16 bytes) and one SYN/ACK (16 bytes).
+# array's pointer) until a second one comes, and the server's Dir is allocated at its first
+# segment, so a lone SYN allocates nothing. conn_free releases them all. A typical connection
+# (handshake, data, FINs): sizeof(Conn) plus the server's Dir, two timelines (5 and 6 entries of
+# 16 bytes) and one SYN/ACK (16 bytes).
 #
 # Any change to a struct here changes the observer's slot: observer.pyx must be rebuilt.
 
