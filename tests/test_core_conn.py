@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from analyzer.core.conn import LONGEST_PATH, ConnProbe, conn_struct_size, dir_struct_size
+from analyzer.core.conn import (
+    LONGEST_PATH,
+    ConnProbe,
+    conn_struct_size,
+    dir_struct_size,
+    shared_empty_dir_intact,
+)
 from analyzer.core.observer import Observer
+from analyzer.core.zeekview import shared_side1_intact
 
 from analyzer import synth
 from analyzer.errors import UnreadableCapture
@@ -53,6 +60,8 @@ def test_generated_capture_gets_the_generators_labels(tmp_path, mix, packets, kw
     if mix == "rst_storm":
         assert kept_full > 50  # storms past the bound were classified right
     assert rep.problems == []
+    # the shared stand-ins for a server not yet heard from were never written
+    assert shared_empty_dir_intact() and shared_side1_intact()
 
 
 # ------------------------------------------------------------------ any real connection

@@ -1158,6 +1158,16 @@ def dir_struct_size():
     return sizeof(Dir)
 
 
+def shared_empty_dir_intact():
+    """Is DIR_NONE (the Dir of every server not yet heard from) still all zero (tests)?"""
+    cdef const uint8_t* p = <const uint8_t*>&DIR_NONE
+    cdef size_t i
+    for i in range(sizeof(Dir)):
+        if p[i]:
+            return False
+    return True
+
+
 cdef Py_ssize_t chunk(Py_ssize_t n):
     """What malloc takes for n bytes (glibc: 8 bytes of header, 16-byte multiples, 32 at
     least); 0 for none."""

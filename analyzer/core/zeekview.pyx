@@ -21,7 +21,7 @@ Bounds (zeekview.pxd), beyond those approximations:
 from libc.math cimport floor
 from libc.stdint cimport UINT32_MAX, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from analyzer.core.seg cimport (CSUM_BAD, F_ACK, F_FIN, F_RST, F_SYN, ICMP_NONE, addr_eq,
                                 seg_from_py)
@@ -744,6 +744,16 @@ cdef object zeek_history(const ZeekConn* z):
 def zeek_struct_size():
     """sizeof(ZeekConn): the bytes each open connection holds inline."""
     return sizeof(ZeekConn)
+
+
+def shared_side1_intact():
+    """Is EP1_NONE (side 1 of every connection it has not written) still as zeek_init leaves a
+    side (tests)?"""
+    cdef ZeekEp fresh
+    memset(&fresh, 0, sizeof(ZeekEp))
+    fresh.last_reassem = 1
+    fresh.trim_seq = 1
+    return memcmp(&fresh, &EP1_NONE, sizeof(ZeekEp)) == 0
 
 
 cdef class ZeekProbe:
