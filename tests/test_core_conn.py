@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from analyzer.core.conn import LONGEST_PATH, ConnProbe, conn_struct_size
+from analyzer.core.conn import (
+    LONGEST_PATH,
+    ConnProbe,
+    conn_struct_size,
+    dir_struct_size,
+    shared_empty_dir_intact,
+)
 from analyzer.core.observer import Observer
+from analyzer.core.zeekview import shared_side1_intact
 
 from analyzer import synth
 from analyzer.errors import UnreadableCapture
@@ -53,6 +60,8 @@ def test_generated_capture_gets_the_generators_labels(tmp_path, mix, packets, kw
     if mix == "rst_storm":
         assert kept_full > 50  # storms past the bound were classified right
     assert rep.problems == []
+    # the shared stand-ins for a server not yet heard from were never written
+    assert shared_empty_dir_intact() and shared_side1_intact()
 
 
 # ------------------------------------------------------------------ any real connection
@@ -225,9 +234,9 @@ def test_struct_and_heap_per_typical_connection():
     assert (conn.sent["client"].bytes, conn.sent["server"].bytes) == (100, 1000)
     size, heap, chunks = conn_struct_size(), probe.heap_bytes(), probe.heap_bytes(True)
     print(f"sizeof(Conn) {size}, lists {heap} bytes ({chunks} as malloc chunks)")
-    assert size <= 440  # (grows only on purpose: it is every open connection's)
-    # timelines of 5 and 6 entries, one SYN/ACK (the one SYN is in the struct)
-    assert heap == 11 * 16 + 16
+    assert size <= 296  # (grows only on purpose: it is every open connection's)
+    # the server's Dir, timelines of 5 and 6 entries, one SYN/ACK (the one SYN is in the struct)
+    assert heap == dir_struct_size() + 11 * 16 + 16
     assert probe.ended and not probe.new_attempt(f.segments[0])
     assert probe.hist_dropped() == (0, 0)
 

@@ -18,7 +18,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset, strlen
 
-from analyzer.core.conn cimport Conn, Ep, hist_fs, hist_ts, tunnel_export
+from analyzer.core.conn cimport Conn, Ep, conn_dir, hist_fs, hist_ts, tunnel_export
 from analyzer.core.records cimport addr_text, py_round
 from analyzer.core.seg cimport Addr
 from analyzer.core.verdict cimport (
@@ -175,8 +175,8 @@ cdef class Columns:
         push_i64(&self.v[F_FIRST], c.first_frame)
         push_i64(&self.v[F_LAST], c.last_frame)
         push_i64(&self.v[F_PACKETS], c.packets)  # (capture duplicates were never counted)
-        push_i64(&self.v[F_BYTES_C], c.d[0].bytes)
-        push_i64(&self.v[F_BYTES_S], c.d[1].bytes)
+        push_i64(&self.v[F_BYTES_C], conn_dir(c, 0).bytes)
+        push_i64(&self.v[F_BYTES_S], conn_dir(c, 1).bytes)
         push_f64(&self.v[F_START], py_round(c.start, 9))
         push_f64(&self.v[F_END], py_round(c.end, 9))
         push_f64(&self.v[F_DURATION], py_round(c.end - c.start, 6))

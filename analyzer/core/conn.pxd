@@ -10,9 +10,10 @@
 # ConnMore, allocated at its first use; every list is a small malloc'd array, NULL until its
 # first item and grown (doubling) up to its bound; the endpoint timelines grow one entry at a
 # time. A timeline's first entry and a direction's first SYN sit in the struct (in place of the
-# array's pointer) until a second one comes, so a lone SYN allocates nothing. conn_free releases
-# them all. A typical connection (handshake, data, FINs): sizeof(Conn) plus two timelines (5 and
-# 6 entries of 16 bytes) and one SYN/ACK (16 bytes).
+# array's pointer) until a second one comes, and the server's Dir is allocated at its first
+# segment, so a lone SYN allocates nothing. conn_free releases them all. A typical connection
+# (handshake, data, FINs): sizeof(Conn) plus the server's Dir, two timelines (5 and 6 entries of
+# 16 bytes) and one SYN/ACK (16 bytes).
 #
 # Any change to a struct here changes the observer's slot: observer.pyx must be rebuilt.
 
@@ -191,8 +192,16 @@ ctypedef struct Conn:
     int64_t duplicates
     # ---- conn.pyx's own state below (endpoints, facts, ICMP, anomalies, ...)
     Ep ep[2]  # client, server
-    Dir d[2]  # what the client / the server sent
+    Dir client_dir  # what the client sent
+    # what the server sent: malloc'd at its first segment (a flood's SYN never gets one); until
+    # then conn.pyx's DIR_NONE, all zero and never written. Read both with conn_dir.
+    Dir* server_dir
     ConnMore* more  # NULL until needed
+
+# What `role` (0 client, 1 server) sent. Only conn.pyx writes through it (and only after
+# conn_dir_own has given the server its own Dir).
+cdef inline Dir* conn_dir(const Conn* c, int role) noexcept nogil:
+    return <Dir*>&c.client_dir if role == 0 else c.server_dir
 
 cdef inline double hist_ts(const Ep* ep, int i) noexcept nogil:
     if ep.fs0 & HIST_INLINE:

@@ -29,7 +29,7 @@ stored: it is last_ts, set at every segment that is not a duplicate.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memmove, memset
 
 from analyzer.core.seg cimport (
@@ -391,10 +391,31 @@ cdef int ep_apply(Conn* c, int role, uint8_t ev, int64_t frame, double ts) noexc
 # ------------------------------------------------------------------ the connection
 
 
+# The server's Dir until its first segment: all zero (every count 0, every optional value
+# absent), shared by every connection and never written (conn_dir_own replaces it first).
+cdef Dir DIR_NONE
+memset(&DIR_NONE, 0, sizeof(Dir))
+
+
+cdef Dir* conn_dir_own(Conn* c, int role) noexcept nogil:
+    """`role`'s Dir, to write: the server's is malloc'd (zeroed) the first time. NULL: out of
+    memory."""
+    cdef Dir* d
+    if role == 0:
+        return &c.client_dir
+    if c.server_dir == &DIR_NONE or c.server_dir == NULL:
+        d = <Dir*>calloc(1, sizeof(Dir))
+        if d == NULL:
+            return NULL
+        c.server_dir = d
+    return c.server_dir
+
+
 cdef int conn_init(Conn* c, int64_t conn_id, const Seg* s, const Addr* client_addr,
                    uint16_t client_port, const Addr* server_addr,
                    uint16_t server_port) noexcept nogil:
     memset(c, 0, sizeof(Conn))  # every count 0, every optional value absent, states UNKNOWN
+    c.server_dir = &DIR_NONE
     c.conn_id = conn_id
     c.client_addr = client_addr[0]
     c.server_addr = server_addr[0]
@@ -426,31 +447,39 @@ cdef int conn_keep_tunnel(Conn* c, const Seg* s) noexcept nogil:
     return 0
 
 
+cdef void dir_free(Dir* d) noexcept nogil:
+    cdef DirMore* dm
+    if not (d.syn0 & SYN_INLINE):
+        free(d.syn.heap)
+    d.syn0 = 0
+    free(d.synack)
+    free(d.rsts)
+    d.syn.heap = d.synack = NULL
+    d.rsts = NULL
+    d.n_syn = d.n_synack = d.n_rst = 0
+    d.n_ttl = 0
+    dm = d.more
+    if dm != NULL:
+        free(dm.ladder)
+        free(dm.keepalives)
+        free(dm.ttl_more)
+        free(dm)
+        d.more = NULL
+
+
 cdef void conn_free(Conn* c) noexcept nogil:
     cdef int r
-    cdef DirMore* dm
     for r in range(2):
         if not (c.ep[r].fs0 & HIST_INLINE):
             free(c.ep[r].hist.heap)
         c.ep[r].hist.heap = NULL
         c.ep[r].fs0 = 0
         c.ep[r].n_hist = 0
-        if not (c.d[r].syn0 & SYN_INLINE):
-            free(c.d[r].syn.heap)
-        c.d[r].syn0 = 0
-        free(c.d[r].synack)
-        free(c.d[r].rsts)
-        c.d[r].syn.heap = c.d[r].synack = NULL
-        c.d[r].rsts = NULL
-        c.d[r].n_syn = c.d[r].n_synack = c.d[r].n_rst = 0
-        c.d[r].n_ttl = 0
-        dm = c.d[r].more
-        if dm != NULL:
-            free(dm.ladder)
-            free(dm.keepalives)
-            free(dm.ttl_more)
-            free(dm)
-            c.d[r].more = NULL
+    dir_free(&c.client_dir)
+    if c.server_dir != &DIR_NONE and c.server_dir != NULL:
+        dir_free(c.server_dir)
+        free(c.server_dir)
+    c.server_dir = &DIR_NONE
     if c.more != NULL:
         free(c.more.icmp)
         free(c.more.anom)
@@ -468,7 +497,7 @@ cdef bint conn_from_client(const Conn* c, const Seg* s) noexcept nogil:
 cdef bint conn_any_closed(const Conn* c) noexcept nogil:
     cdef int r
     for r in range(2):
-        if c.d[r].has & H_FIN or c.d[r].n_rst:
+        if conn_dir(c, r).has & H_FIN or conn_dir(c, r).n_rst:
             return True
     return False
 
@@ -478,15 +507,16 @@ cdef bint conn_ended(const Conn* c) noexcept nogil:
     if in_set(FINISHED_ST, c.ep[0].state) and in_set(FINISHED_ST, c.ep[1].state):
         return True
     for r in range(2):
-        for i in range(c.d[r].n_rst):
-            if c.d[r].rsts[i].bits & (R_ACCEPTED | R_FORGED) == R_ACCEPTED:
+        for i in range(conn_dir(c, r).n_rst):
+            if conn_dir(c, r).rsts[i].bits & (R_ACCEPTED | R_FORGED) == R_ACCEPTED:
                 return True
     return False
 
 
 cdef bint conn_new_attempt(const Conn* c, const Seg* s) noexcept nogil:
-    return conn_from_client(c, s) and c.d[0].has & H_ISN and c.d[0].isn != s.seq \
-        and c.d[1].packets == 0
+    return conn_from_client(c, s) and conn_dir(c, 0).has & H_ISN \
+        and conn_dir(c, 0).isn != s.seq \
+        and conn_dir(c, 1).packets == 0
 
 
 cdef inline void touch(Conn* c, const Seg* s) noexcept nogil:
@@ -615,7 +645,7 @@ cdef int track_sequence(Conn* c, const Seg* s, int role, Dir* me) noexcept nogil
 
 cdef int retract_forged_rst(Conn* c, int role, const Seg* s) noexcept nogil:
     """`role` keeps sending after "its" RST: that RST was not its own. Undo what it did."""
-    cdef RstRec* rst = &c.d[role].rsts[c.d[role].n_rst - 1]
+    cdef RstRec* rst = &conn_dir(c, role).rsts[conn_dir(c, role).n_rst - 1]
     cdef Ep* ep = &c.ep[role]
     rst.bits |= R_FORGED
     if ep.n_hist and hist_state(ep, ep.n_hist - 1) == S_CLOSED \
@@ -628,7 +658,7 @@ cdef int retract_forged_rst(Conn* c, int role, const Seg* s) noexcept nogil:
 cdef bint fin_crossed(const Conn* c, const Seg* s, int role) noexcept nogil:
     """A FIN from an endpoint we put in CLOSE_WAIT whose ACK does not cover the peer's FIN:
     the two FINs crossed in flight (simultaneous close)."""
-    cdef const Dir* peer = &c.d[1 - role]
+    cdef const Dir* peer = conn_dir(c, 1 - role)
     cdef const Ep* ep = &c.ep[role]
     return ep.state == S_CLOSE_WAIT and peer.has & H_FIN and s.flags & F_ACK \
         and seq_lt(s.ack, peer.fin_seq + 1u) \
@@ -666,7 +696,7 @@ cdef int apply_sender(Conn* c, const Seg* s, int role, Dir* me) noexcept nogil:
 cdef int apply_receiver(Conn* c, const Seg* s, int rcv, const Dir* sender) noexcept nogil:
     """Events for the receiver `rcv` of `s`; `sender` is what the sender of `s` did."""
     cdef uint8_t flags = s.flags
-    cdef const Dir* facts = &c.d[rcv]  # what the receiver itself sent
+    cdef const Dir* facts = conn_dir(c, rcv)  # what the receiver itself sent
     cdef Ep* ep = &c.ep[rcv]
     cdef int rc = 0
     if flags & F_SYN:
@@ -797,14 +827,14 @@ cdef int observe_rst(Conn* c, const Seg* s, int role, Dir* me, const Dir* other,
 # accepted: it answers nothing else while held).
 
 cdef bint conn_listener_reset(const Conn* c, const Seg* s) noexcept nogil:
-    cdef const Dir* sv = &c.d[1]
+    cdef const Dir* sv = conn_dir(c, 1)
     return s.flags & (F_RST | F_ACK) == F_RST | F_ACK and not conn_from_client(c, s) \
-        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN and not sv.bytes \
+        and sv.n_synack and conn_dir(c, 0).n_syn and sv.has & H_ISN and not sv.bytes \
         and not sv.has & H_FIN and s.seq == <uint32_t>(sv.isn + 1u)
 
 
 cdef bint server_only_synacks(const Conn* c) noexcept nogil:
-    return c.d[1].packets == c.d[1].n_synack and c.d[1].n_rst == 0
+    return conn_dir(c, 1).packets == conn_dir(c, 1).n_synack and conn_dir(c, 1).n_rst == 0
 
 
 cdef int stall_hold(Conn* c, uint8_t why) noexcept nogil:
@@ -865,14 +895,17 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     cdef bint client = conn_from_client(c, s)
     cdef int role = 0 if client else 1
     cdef int peer = 1 - role, rc = 0
-    cdef Dir* me = &c.d[role]
-    cdef Dir* other = &c.d[peer]
+    cdef Dir* me = conn_dir_own(c, role)
+    cdef Dir* other = conn_dir(c, peer)
     cdef uint8_t flags = s.flags, p
     cdef int64_t frame = s.frame
     cdef double ts = s.ts
     cdef DirMore* m
     cdef double gap
-    cdef int64_t prev_last = me.last_frame if me.packets else 0
+    cdef int64_t prev_last
+    if me == NULL:
+        return -1
+    prev_last = me.last_frame if me.packets else 0
     # capture duplicates: the same (seq, ack, flags, payload_len, ip_id, tsval) within the window
     if me.has & H_KEY and me.key_seq == s.seq and me.key_ack == s.ack \
             and me.key_flags == flags and me.key_plen == s.payload_len \
@@ -891,7 +924,7 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
     gap = ts - c.end if c.packets else 0.0
     if role == 1 and flags & (F_SYN | F_ACK | F_RST) == F_SYN | F_ACK and me.n_synack \
             and server_only_synacks(c) and c.ep[1].state == S_ESTABLISHED \
-            and c.d[0].has & H_MAXACK:
+            and conn_dir(c, 0).has & H_MAXACK:
         rc |= stall_hold(c, STALL_SYNACK)  # a SYN/ACK again, after the client's ACK
     elif role == 1 and not flags & (F_SYN | F_RST) and stalled(c):
         rc |= stall_release(c, s)
@@ -930,7 +963,7 @@ cdef int conn_observe(Conn* c, const Seg* s) noexcept nogil:
             if p != PEND_COPY and not flags & (F_SYN | F_FIN) and s.payload_len == 0:
                 other.rsts[p - 1].challenge_frame = frame
                 other.rsts[p - 1].bits |= R_CHALLENGE
-        if role == 0 and s.payload_len and server_only_synacks(c) and c.d[1].n_synack:
+        if role == 0 and s.payload_len and server_only_synacks(c) and conn_dir(c, 1).n_synack:
             rc |= stall_data(c, s, me)
         else:
             rc |= track_sequence(c, s, role, me)
@@ -1077,8 +1110,9 @@ cdef object conn_export(const Conn* c):
     conn.ep = {"client": ep_export(&c.ep[0], 0), "server": ep_export(&c.ep[1], 1)}
     rsts = []
     for r in range(2):
-        rsts.append([rst_export(&c.d[r].rsts[i]) for i in range(c.d[r].n_rst)])
-    conn.sent = {"client": dir_export(&c.d[0], rsts[0]), "server": dir_export(&c.d[1], rsts[1])}
+        rsts.append([rst_export(&conn_dir(c, r).rsts[i]) for i in range(conn_dir(c, r).n_rst)])
+    conn.sent = {"client": dir_export(conn_dir(c, 0), rsts[0]),
+                 "server": dir_export(conn_dir(c, 1), rsts[1])}
     cm = c.more if c.more != NULL else &NO_CONN_MORE
     conn.icmp = [icmp_export(c, &cm.icmp[i]) for i in range(cm.n_icmp)] if cm.n_icmp else ()
     kept = cm.n_anom if cm.n_anom < ANOM_KEPT else ANOM_KEPT
@@ -1120,6 +1154,21 @@ def conn_struct_size():
     return sizeof(Conn)
 
 
+def dir_struct_size():
+    """sizeof(Dir): what the server's first segment allocates."""
+    return sizeof(Dir)
+
+
+def shared_empty_dir_intact():
+    """Is DIR_NONE (the Dir of every server not yet heard from) still all zero (tests)?"""
+    cdef const uint8_t* p = <const uint8_t*>&DIR_NONE
+    cdef size_t i
+    for i in range(sizeof(Dir)):
+        if p[i]:
+            return False
+    return True
+
+
 cdef Py_ssize_t chunk(Py_ssize_t n):
     """What malloc takes for n bytes (glibc: 8 bytes of header, 16-byte multiples, 32 at
     least); 0 for none."""
@@ -1136,6 +1185,7 @@ cdef class ConnProbe:
         cdef Seg s
         cdef Addr ca, sa
         memset(&self.c, 0, sizeof(Conn))
+        self.c.server_dir = &DIR_NONE
         seg_from_py(seg, &s)
         addr_parse(client[0], &ca)
         addr_parse(server[0], &sa)
@@ -1183,12 +1233,12 @@ cdef class ConnProbe:
         cdef const Dir* d
         cdef const DirMore* m
         cdef const ConnMore* cm = self.c.more
-        sizes = []
+        sizes = [sizeof(Dir) if self.c.server_dir != &DIR_NONE else 0]
         for r in range(2):
             sizes.append(self.c.ep[r].n_hist * sizeof(Hist)
                          if not (self.c.ep[r].fs0 & HIST_INLINE) and self.c.ep[r].hist.heap
                          else 0)
-            d = &self.c.d[r]
+            d = conn_dir(&self.c, r)
             sizes.append(0 if d.syn0 & SYN_INLINE else list_cap(d.n_syn, MAX_KEPT)
                          * sizeof(FrameTs))
             sizes.append(list_cap(d.n_synack, MAX_KEPT) * sizeof(FrameTs))

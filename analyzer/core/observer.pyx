@@ -23,6 +23,7 @@ from libc.string cimport memcmp, memcpy, memset
 from analyzer.core.conn cimport (
     Conn,
     Dir,
+    conn_dir,
     conn_any_closed,
     conn_ended,
     conn_export,
@@ -701,7 +702,9 @@ cdef class Observer:
     cdef int insert(self, int32_t idx) except -1:
         cdef uint64_t i
         cdef uint32_t h
-        if (self.n_active + 1) * 2 > <Py_ssize_t>(self.mask + 1):
+        # at most 3/4 full: 11 to 21 bytes per open connection (probing reads only the table,
+        # whose entries carry the hash)
+        if (self.n_active + 1) * 4 > 3 * <Py_ssize_t>(self.mask + 1):
             self.rehash((self.mask + 1) * 2)
         h = self.slots[idx].hash
         i = h & self.mask
@@ -797,7 +800,7 @@ cdef class Observer:
         endpoint's listener resets; else 0."""
         cdef Endpoint server
         cdef const ResetRun* run
-        cdef const Dir* sv = &slot.conn.d[1]
+        cdef const Dir* sv = conn_dir(&slot.conn, 1)
         cdef double ts
         if sv.n_rst == 0:
             return 0
@@ -821,8 +824,9 @@ cdef class Observer:
         return False
 
     def slot_size(self):
-        """Bytes of one open connection's slot, and of its share of the flow table."""
-        return sizeof(Slot), 2 * sizeof(uint64_t)
+        """Bytes of one open connection's slot, and of one flow-table entry (the table is
+        kept at most 3/4 full: 11 to 21 bytes per open connection)."""
+        return sizeof(Slot), sizeof(uint64_t)
 
     def quiet_stats(self):
         """(quiet connections, whether their last activities are in order): the sweep's

@@ -17,7 +17,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset, strlen
 
-from analyzer.core.conn cimport Conn, Ep, hist_frame, hist_state
+from analyzer.core.conn cimport Conn, Ep, conn_dir, hist_frame, hist_state
 from analyzer.core.seg cimport Addr, Tunnel
 
 from analyzer.core.seg import TUNNEL_KINDS
@@ -609,9 +609,9 @@ cdef int record_json(Out* o, const char* file_json, Py_ssize_t file_len, const C
     puts(o, ', "packets": ')
     put_int(o, c.packets)  # (capture duplicates were never counted)
     puts(o, ', "bytes_client": ')
-    put_int(o, c.d[0].bytes)
+    put_int(o, conn_dir(c, 0).bytes)
     puts(o, ', "bytes_server": ')
-    put_int(o, c.d[1].bytes)
+    put_int(o, conn_dir(c, 1).bytes)
     puts(o, ', "case": ')
     put_json(o, CASE_ID[v.case])
     puts(o, ', "closer": ')

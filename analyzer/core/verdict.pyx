@@ -23,6 +23,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 
 from analyzer.core.conn cimport (
+    conn_dir,
     conn_idle_frame,
     conn_idle_gap,
     ANOM_KEPT,
@@ -231,8 +232,8 @@ cdef const RstRec* first_rst(const Conn* c) noexcept nogil:
     cdef const RstRec* r
     cdef int role, i
     for role in range(2):
-        for i in range(c.d[role].n_rst):
-            r = &c.d[role].rsts[i]
+        for i in range(conn_dir(c, role).n_rst):
+            r = &conn_dir(c, role).rsts[i]
             if r.bits & (R_ACCEPTED | R_FORGED) == R_ACCEPTED \
                     and (first == NULL or r.frame < first.frame):
                 first = r
@@ -328,8 +329,8 @@ cdef inline void clear(Verdict* v) noexcept nogil:
 
 cdef bint rule_refused(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First: a RST to a SYN means no connection ever existed, whatever else follows.
-    cdef const Dir* cl = &c.d[0]
-    cdef const Dir* sv = &c.d[1]
+    cdef const Dir* cl = conn_dir(c, 0)
+    cdef const Dir* sv = conn_dir(c, 1)
     cdef const RstRec* r
     cdef Frames f
     cdef int i
@@ -370,7 +371,7 @@ cdef bint rule_unreachable(const Conn* c, int ls, Verdict* v) noexcept nogil:
         return False  # the connection recovered and closed normally: an anomaly, not its end
     err = ICMP_ERR[last.kind][0 if c.ip_version == 4 else 1]
     see(v, last.about & 1, err)
-    if not c.d[0].n_syn or c.d[1].n_synack:
+    if not conn_dir(c, 0).n_syn or conn_dir(c, 1).n_synack:
         likely(v, K_RETRANSMISSION_TIMEOUT)  # soft error on an open connection
     put_frames(v, &f)
     reason(v, RS_UNREACHABLE, last.about & 1, 0, 0, 0, <uint8_t>last_i)
@@ -386,7 +387,7 @@ cdef bint rule_injected_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     cdef bint ttl_odd, forged, saor
     cdef Frames f
     for role in range(2):
-        d = &c.d[role]
+        d = conn_dir(c, role)
         for i in range(d.n_rst):
             r = &d.rsts[i]
             ttl_odd = d.n_ttl > 0 and not ttl_in(d, r.ttl)
@@ -394,7 +395,7 @@ cdef bint rule_injected_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
             if not r.bits & R_ACCEPTED or not (forged or ttl_odd):
                 continue
             victim = 1 - role
-            dv = &c.d[victim]
+            dv = conn_dir(c, victim)
             saor = d.has & H_SAOR and d.more != NULL
             f.n = 0
             fr_add(&f, r.frame, True)
@@ -448,8 +449,8 @@ cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
         return False
     f.n = 0
     fr_add(&f, m.stall_frame, True)
-    if c.d[1].n_synack >= 2:
-        fr_add(&f, c.d[1].synack[1].frame, True)
+    if conn_dir(c, 1).n_synack >= 2:
+        fr_add(&f, conn_dir(c, 1).synack[1].frame, True)
     fr_add(&f, m.accept_frame, True)
     if m.stall & STALL_ON or not m.accept_frame:
         ending, rival = EN_NEVER, K_RETRANSMISSION_TIMEOUT
@@ -458,17 +459,17 @@ cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
         if r.receiver_state != S_UNKNOWN and r.receiver_state != S_CLOSED:
             see(v, 1 - role, ERR_ECONNRESET)
         fr_add(&f, r.frame, True)
-    elif fin_truthy(&c.d[0]) and fin_truthy(&c.d[1]):
+    elif fin_truthy(conn_dir(c, 0)) and fin_truthy(conn_dir(c, 1)):
         ending, rival = EN_FINS, K_GRACEFUL
         see(v, 0, ERR_EOF)
         see(v, 1, ERR_EOF)
-        fr_add(&f, c.d[0].fin_frame, True)
-        fr_add(&f, c.d[1].fin_frame, True)
-    elif fin_truthy(&c.d[0]) or fin_truthy(&c.d[1]):
-        role = 0 if fin_truthy(&c.d[0]) else 1
+        fr_add(&f, conn_dir(c, 0).fin_frame, True)
+        fr_add(&f, conn_dir(c, 1).fin_frame, True)
+    elif fin_truthy(conn_dir(c, 0)) or fin_truthy(conn_dir(c, 1)):
+        role = 0 if fin_truthy(conn_dir(c, 0)) else 1
         ending, rival = EN_FIN, K_OPEN
         see(v, 1 - role, ERR_EOF)
-        fr_add(&f, c.d[role].fin_frame, True)
+        fr_add(&f, conn_dir(c, role).fin_frame, True)
     else:
         ending, rival = EN_OPEN, K_OPEN
     put_frames(v, &f)
@@ -481,8 +482,8 @@ cdef bint backlog_stall(const Conn* c, Verdict* v) noexcept nogil:
 
 cdef bint rule_backlog_overflow(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before syn_timeout and the reset cases: the same symptoms, but the server is alive.
-    cdef const Dir* cl = &c.d[0]
-    cdef const Dir* sv = &c.d[1]
+    cdef const Dir* cl = conn_dir(c, 0)
+    cdef const Dir* sv = conn_dir(c, 1)
     cdef const RstRec* r
     cdef Frames f
     cdef int i
@@ -552,10 +553,11 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
         # the gap, answering the other side's first segment after it
         a = r.sender & 1
         b = 1 - a
-        d = &c.d[a]
+        d = conn_dir(c, a)
         if d.n_ttl == 0 or ttl_in(d, r.ttl) or d.last_frame != r.frame \
                 or not r.bits & R_SILENT_SINCE_GAP \
-                or c.d[b].has & H_DATA == 0 or c.d[b].first_data_frame > conn_idle_frame(c):
+                or conn_dir(c, b).has & H_DATA == 0 \
+                or conn_dir(c, b).first_data_frame > conn_idle_frame(c):
             return False
         see(v, b, ERR_ECONNRESET)
         f.n = 0
@@ -571,8 +573,8 @@ cdef bint rule_middlebox_idle_timeout(const Conn* c, int ls, Verdict* v) noexcep
     for p in range(2):
         # drop: the data sent after the gap retransmitted and never acknowledged, and the peer
         # silent since the gap; a peer that died during the gap looks the same (likely)
-        d = &c.d[p]
-        peer = &c.d[1 - p]
+        d = conn_dir(c, p)
+        peer = conn_dir(c, 1 - p)
         nl = n_ladder(d)
         if nl < 2 or not d.has & H_NEXT or d.more.ladder[0].frame <= conn_idle_frame(c) \
                 or peer.packets == 0 or peer.last_frame > conn_idle_frame(c):
@@ -598,13 +600,13 @@ cdef bint rule_zero_window_stall(const Conn* c, int ls, Verdict* v) noexcept nog
     cdef const DirMore* mr
     cdef const DirMore* ms
     cdef Frames f
-    if c.d[0].n_rst or c.d[1].n_rst:
+    if conn_dir(c, 0).n_rst or conn_dir(c, 1).n_rst:
         return False
     for rcv in range(2):
         snd = 1 - rcv
-        mr = c.d[rcv].more
-        ms = c.d[snd].more
-        if mr == NULL or mr.zw_frame == 0 or ms == NULL or fin_present(&c.d[rcv]):
+        mr = conn_dir(c, rcv).more
+        ms = conn_dir(c, snd).more
+        if mr == NULL or mr.zw_frame == 0 or ms == NULL or fin_present(conn_dir(c, rcv)):
             continue
         probes = 0
         first_probe = -1
@@ -628,9 +630,9 @@ cdef bint rule_zero_window_stall(const Conn* c, int ls, Verdict* v) noexcept nog
 
 cdef inline bint server_never_spoke(const Conn* c, const RstRec* r) noexcept nogil:
     """The server's RST/ACK carries seq = its ISN+1: it sent nothing after its SYN/ACK."""
-    cdef const Dir* sv = &c.d[1]
+    cdef const Dir* sv = conn_dir(c, 1)
     return r.sender == 1 and r.bits & R_HAS_ACK and not sv.bytes and not fin_present(sv) \
-        and sv.n_synack and c.d[0].n_syn and sv.has & H_ISN \
+        and sv.n_synack and conn_dir(c, 0).n_syn and sv.has & H_ISN \
         and r.seq == <uint32_t>(sv.isn + 1u) and r.sender_state != S_SYN_RCVD
 
 
@@ -644,13 +646,13 @@ cdef bint rule_listener_closed(const Conn* c, int ls, Verdict* v) noexcept nogil
     # crash that killed accepted, unread connections with the listener still could.
     cdef const RstRec* r = first_rst(c)
     cdef bint burst = ls & CTX_BURST != 0
-    cdef const Dir* cl = &c.d[0]
+    cdef const Dir* cl = conn_dir(c, 0)
     cdef Frames f
     if r == NULL or (cl.bytes and not burst) or not server_never_spoke(c, r):
         return False
     see(v, 0, ERR_ECONNRESET)
     f.n = 0
-    fr_add(&f, c.d[1].synack[0].frame, True)
+    fr_add(&f, conn_dir(c, 1).synack[0].frame, True)
     fr_add(&f, cl.last_data_frame, cl.has & H_DATA)
     fr_add(&f, r.frame, True)
     put_frames(v, &f)
@@ -670,8 +672,8 @@ cdef bint rule_write_after_close(const Conn* c, int ls, Verdict* v) noexcept nog
     cdef Frames f
     for a in range(2):
         b = 1 - a
-        da = &c.d[a]
-        db = &c.d[b]
+        da = conn_dir(c, a)
+        db = conn_dir(c, b)
         if not fin_present(da) or not (db.has & H_DAPF and db.more != NULL):
             continue
         dapf = db.more.data_after_peer_fin
@@ -704,12 +706,12 @@ cdef bint rule_keepalive_timeout(const Conn* c, int ls, Verdict* v) noexcept nog
     cdef int64_t last_probe
     cdef Frames f
     for p in range(2):
-        d = &c.d[p]
+        d = conn_dir(c, p)
         nk = n_keep(d)
         if not nk:
             continue
         last_probe = d.more.keepalives[nk - 1]
-        peer = &c.d[1 - p]
+        peer = conn_dir(c, 1 - p)
         if peer.packets > 0 and peer.last_frame != 0 and peer.last_frame > last_probe:
             continue  # the peer answered the last probe
         rst = NULL
@@ -736,8 +738,8 @@ cdef bint rule_keepalive_timeout(const Conn* c, int ls, Verdict* v) noexcept nog
 cdef bint rule_aborted_before_accept(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Before abortive_close: same RST/ACK, but the server's application never got to speak.
     cdef const RstRec* r = first_rst(c)
-    cdef const Dir* cl = &c.d[0]
-    cdef const Dir* sv = &c.d[1]
+    cdef const Dir* cl = conn_dir(c, 0)
+    cdef const Dir* sv = conn_dir(c, 1)
     cdef Frames f
     if r == NULL or r.sender != 0 or not r.bits & R_HAS_ACK or sv.bytes or fin_truthy(sv) \
             or fin_truthy(cl) or not cl.n_syn or not sv.n_synack:
@@ -767,9 +769,10 @@ cdef bint rule_peer_state_lost(const Conn* c, int ls, Verdict* v) noexcept nogil
         return False
     a = r.sender & 1
     b = 1 - a
-    if fin_present(&c.d[a]) or r.receiver_state == S_SYN_SENT or r.receiver_state == S_UNKNOWN:
+    if fin_present(conn_dir(c, a)) or r.receiver_state == S_SYN_SENT \
+            or r.receiver_state == S_UNKNOWN:
         return False
-    db = &c.d[b]
+    db = conn_dir(c, b)
     see(v, b, ERR_ECONNRESET)
     f.n = 0
     fr_add(&f, db.last_data_frame, db.has & H_DATA)
@@ -792,8 +795,8 @@ cdef bint rule_unread_data_reset(const Conn* c, int ls, Verdict* v) noexcept nog
         return False
     a = r.sender & 1
     b = 1 - a
-    da = &c.d[a]
-    db = &c.d[b]
+    da = conn_dir(c, a)
+    db = conn_dir(c, b)
     if fin_present(da) and da.fin_frame < r.frame or not db.bytes:
         return False
     db_has = db.has & H_DATA != 0
@@ -827,7 +830,7 @@ cdef bint rule_abortive_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
         return False
     a = r.sender & 1
     b = 1 - a
-    da = &c.d[a]
+    da = conn_dir(c, a)
     if r.receiver_state != S_UNKNOWN and r.receiver_state != S_CLOSED:
         see(v, b, ERR_ECONNRESET)
     f.n = 0
@@ -836,13 +839,13 @@ cdef bint rule_abortive_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     put_frames(v, &f)
     if not r.bits & R_HAS_ACK:
         likely(v, K_PEER_STATE_LOST)
-    elif c.d[b].bytes:
+    elif conn_dir(c, b).bytes:
         # The sender received payload: whether its application read it the wire cannot say
         # (the lab: an answer written without reading the request, then close(), looks the
         # same; the advertised window grew alike, receive autotuning hides the unread bytes).
         likely(v, K_UNREAD_DATA_RESET)
     reason(v, RS_ABORTIVE, a, (RB_ACK if r.bits & R_HAS_ACK else 0)
-           | (RB_READ_UNKNOWN if r.bits & R_HAS_ACK and c.d[b].bytes else 0), 0, 0, 0)
+           | (RB_READ_UNKNOWN if r.bits & R_HAS_ACK and conn_dir(c, b).bytes else 0), 0, 0, 0)
     return True
 
 
@@ -852,11 +855,11 @@ cdef bint rule_retransmission_timeout(const Conn* c, int ls, Verdict* v) noexcep
     cdef const Dir* d
     cdef const Dir* peer
     for p in range(2):
-        d = &c.d[p]
+        d = conn_dir(c, p)
         nl = n_ladder(d)
         if nl < 2 or not d.has & H_NEXT:
             continue
-        peer = &c.d[1 - p]
+        peer = conn_dir(c, 1 - p)
         if peer.has & H_MAXACK and peer.max_ack == d.next_seq:
             continue  # it was acknowledged in the end
         see(v, p, ERR_ETIMEDOUT)
@@ -869,9 +872,9 @@ cdef bint rule_retransmission_timeout(const Conn* c, int ls, Verdict* v) noexcep
 
 cdef bint rule_syn_timeout(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After backlog_overflow, which tells a full listen queue from a silent host.
-    cdef const Dir* cl = &c.d[0]
+    cdef const Dir* cl = conn_dir(c, 0)
     cdef int i
-    if not cl.n_syn or c.d[1].packets or c.ep[0].state != S_SYN_SENT:
+    if not cl.n_syn or conn_dir(c, 1).packets or c.ep[0].state != S_SYN_SENT:
         return False
     see(v, 0, ERR_ETIMEDOUT)
     for i in range(cl.n_syn if cl.n_syn < 6 else 6):
@@ -889,8 +892,8 @@ cdef bint rule_close_wait_stall(const Conn* c, int ls, Verdict* v) noexcept nogi
     cdef double waited
     for b in range(2):
         a = 1 - b
-        da = &c.d[a]
-        if c.ep[b].state == S_CLOSE_WAIT and fin_present(da) and not c.d[b].n_rst:
+        da = conn_dir(c, a)
+        if c.ep[b].state == S_CLOSE_WAIT and fin_present(da) and not conn_dir(c, b).n_rst:
             waited = c.end - da.last_ts if da.last_ts != 0.0 else 0.0
             put_frame(v, da.fin_frame)
             if not (waited >= 0.5 or c.end - c.start > 1):
@@ -908,8 +911,8 @@ cdef bint rule_ignored_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
     cdef bint chal
     cdef Frames f
     for role in range(2):
-        for i in range(c.d[role].n_rst):
-            r = &c.d[role].rsts[i]
+        for i in range(conn_dir(c, role).n_rst):
+            r = &conn_dir(c, role).rsts[i]
             if not r.bits & R_ACCEPTED and bit(LIVE_ST, r.receiver_state):
                 chal = r.bits & R_CHALLENGE and r.challenge_frame != 0
                 f.n = 0
@@ -928,15 +931,15 @@ cdef bint rule_ignored_reset(const Conn* c, int ls, Verdict* v) noexcept nogil:
 cdef bint rule_simultaneous_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # First of the ordinary endings: crossed SYNs are the most specific thing they can show.
     cdef Frames f
-    if not (c.d[0].n_syn and c.d[1].n_syn):
+    if not (conn_dir(c, 0).n_syn and conn_dir(c, 1).n_syn):
         return False
-    if fin_truthy(&c.d[1]):  # classify._eof_pair
+    if fin_truthy(conn_dir(c, 1)):  # classify._eof_pair
         see(v, 0, ERR_EOF)
-    if fin_truthy(&c.d[0]):
+    if fin_truthy(conn_dir(c, 0)):
         see(v, 1, ERR_EOF)
     f.n = 0
-    fr_add(&f, syn_frame(&c.d[0], 0), True)
-    fr_add(&f, syn_frame(&c.d[1], 0), True)
+    fr_add(&f, syn_frame(conn_dir(c, 0), 0), True)
+    fr_add(&f, syn_frame(conn_dir(c, 1), 0), True)
     put_frames(v, &f)
     reason(v, RS_SIM_OPEN, 0, 0, 0, 0, 0)
     return True
@@ -947,8 +950,8 @@ cdef inline void fin_pair(const Conn* c, Verdict* v) noexcept nogil:
     see(v, 0, ERR_EOF)
     see(v, 1, ERR_EOF)
     f.n = 0
-    fr_add(&f, c.d[0].fin_frame, fin_present(&c.d[0]))
-    fr_add(&f, c.d[1].fin_frame, fin_present(&c.d[1]))
+    fr_add(&f, conn_dir(c, 0).fin_frame, fin_present(conn_dir(c, 0)))
+    fr_add(&f, conn_dir(c, 1).fin_frame, fin_present(conn_dir(c, 1)))
     put_frames(v, &f)
 
 
@@ -968,12 +971,12 @@ cdef bint rule_half_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
     cdef Frames f
     for a in range(2):
         b = 1 - a
-        db = &c.d[b]
-        if fin_truthy(&c.d[a]) and dapf_truthy(db) and fin_truthy(db):
+        db = conn_dir(c, b)
+        if fin_truthy(conn_dir(c, a)) and dapf_truthy(db) and fin_truthy(db):
             see(v, 0, ERR_EOF)
             see(v, 1, ERR_EOF)
             f.n = 0
-            fr_add(&f, c.d[a].fin_frame, True)
+            fr_add(&f, conn_dir(c, a).fin_frame, True)
             fr_add(&f, db.more.data_after_peer_fin, True)
             fr_add(&f, db.fin_frame, True)
             put_frames(v, &f)
@@ -984,7 +987,7 @@ cdef bint rule_half_close(const Conn* c, int ls, Verdict* v) noexcept nogil:
 
 cdef bint rule_graceful(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # After the special closes: any FIN in both directions.
-    if not (fin_truthy(&c.d[0]) and fin_truthy(&c.d[1])):
+    if not (fin_truthy(conn_dir(c, 0)) and fin_truthy(conn_dir(c, 1))):
         return False
     fin_pair(c, v)
     reason(v, RS_GRACEFUL, 0, 0, 0, 0, 0)
@@ -993,7 +996,7 @@ cdef bint rule_graceful(const Conn* c, int ls, Verdict* v) noexcept nogil:
 
 cdef bint rule_open(const Conn* c, int ls, Verdict* v) noexcept nogil:
     # Nothing ended: a connection whose handshake was seen.
-    if not (c.d[0].n_syn or c.d[1].n_synack):
+    if not (conn_dir(c, 0).n_syn or conn_dir(c, 1).n_synack):
         return False
     reason(v, RS_OPEN, 0, 0, 0, 0, 0)
     return True
@@ -1045,13 +1048,13 @@ cdef uint8_t closer_of(const Conn* c, int case) noexcept nogil:
     if case == K_SIMULTANEOUS_CLOSE or (case != K_REFUSED and fins_crossed(c)):
         return CLOSER_BOTH
     for role in range(2):  # min((frame, role)): by frame, then "client" < "server"
-        if fin_truthy(&c.d[role]):
-            x = c.d[role].fin_frame
+        if fin_truthy(conn_dir(c, role)):
+            x = conn_dir(c, role).fin_frame
             if best_role < 0 or x < best or (x == best and role < best_role):
                 best, best_role = x, role
-        for i in range(c.d[role].n_rst):
-            if not c.d[role].rsts[i].bits & R_FORGED:
-                x = c.d[role].rsts[i].frame
+        for i in range(conn_dir(c, role).n_rst):
+            if not conn_dir(c, role).rsts[i].bits & R_FORGED:
+                x = conn_dir(c, role).rsts[i].frame
                 if best_role < 0 or x < best or (x == best and role < best_role):
                     best, best_role = x, role
     if best_role < 0:
@@ -1113,7 +1116,7 @@ cdef int hist_push(Ep* ep, uint8_t state, int64_t frame, double ts) noexcept nog
 cdef int conn_give_up(Conn* c, int role) noexcept nogil:
     """`role`'s kernel gave up (a timer, not a segment): GIVE_UP applied at the side's last
     segment (the connection's last when it sent none)."""
-    cdef const Dir* d = &c.d[role & 1]
+    cdef const Dir* d = conn_dir(c, role & 1)
     cdef Ep* ep = &c.ep[role & 1]
     cdef int64_t frame, at
     cdef double ts
@@ -1177,9 +1180,9 @@ cdef int classify_conn(Conn* c, int listener_seen, Verdict* v) noexcept nogil:
     if c.more != NULL:
         v.n_anom = c.more.n_anom if c.more.n_anom < V_ANOM_SHOWN else V_ANOM_SHOWN
     for role in range(2):
-        if c.d[role].more != NULL:
-            v.retrans[role] = c.d[role].more.retransmissions
-            v.zero_windows[role] = c.d[role].more.zero_windows
+        if conn_dir(c, role).more != NULL:
+            v.retrans[role] = conn_dir(c, role).more.retransmissions
+            v.zero_windows[role] = conn_dir(c, role).more.zero_windows
     return rc
 
 
@@ -1307,7 +1310,7 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
             o_str(o, " where the ")
             o_str(o, a)
             o_str(o, "'s other segments had ")
-            o_ttls(o, &c.d[rs.role & 1])
+            o_ttls(o, conn_dir(c, rs.role & 1))
     elif t == RS_BACKLOG_SYNS:
         o_int(o, rs.n0)
         o_str(o, " SYNs before the SYN/ACK: ignored while the listen queue was full")
@@ -1443,7 +1446,7 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, " where the ")
         o_str(o, a)
         o_str(o, "'s other segments had ")
-        o_ttls(o, &c.d[rs.role & 1])
+        o_ttls(o, conn_dir(c, rs.role & 1))
         o_str(o, ", which sent nothing else after the gap: most likely a middlebox that had "
                  "forgotten the connection (a TTL alone cannot rule out a peer that lost it "
                  "and a path that changed)")
@@ -1468,8 +1471,8 @@ cdef void o_reason(Out* o, const Reason* rs, const Conn* c) noexcept nogil:
         o_str(o, "'s window was 0 from frame ")
         o_int(o, rs.n0)
         o_str(o, " to its last segment (")
-        o_secs(o, c.end - c.d[rs.role & 1].more.zw_ts if c.d[rs.role & 1].more != NULL
-               else 0.0)
+        o_secs(o, c.end - conn_dir(c, rs.role & 1).more.zw_ts
+               if conn_dir(c, rs.role & 1).more != NULL else 0.0)
         o_str(o, " closed), through ")
         o_int(o, rs.n1)
         o_str(o, " zero-window probe(s) from the ")

@@ -52,7 +52,12 @@ ctypedef union ZeekHist:
     char* heap
 
 ctypedef struct ZeekConn:
-    ZeekEp ep[2]  # physical sides: 0 sent the first packet; `orig` says which is the originator
+    # physical sides (0 sent the first packet; `orig` says which is the originator): side 0 in
+    # the struct, side 1 malloc'd at the first segment that may write it (one that is not a
+    # bare SYN from side 0: a flood's SYN never gets one), until then zeekview.pyx's EP1_NONE
+    # (side 1 as zeek_init leaves it, never written). Read with _ep (zeekview.pyx).
+    ZeekEp ep0
+    ZeekEp* ep1
     double last_time  # Zeek's Conn LastTime
     double deadline  # attempt_at (ZC_ATTEMPT) until the close completes, then delete_at
     double grid[2]  # expire-timer grid starts (ngrids of them)

@@ -21,7 +21,7 @@ Bounds (zeekview.pxd), beyond those approximations:
 from libc.math cimport floor
 from libc.stdint cimport UINT32_MAX, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from analyzer.core.seg cimport (CSUM_BAD, F_ACK, F_FIN, F_RST, F_SYN, ICMP_NONE, addr_eq,
                                 seg_from_py)
@@ -85,6 +85,31 @@ cdef inline bint _server_port(const ZeekConn* z, uint16_t p) noexcept nogil:
     return (_likely_ports[p >> 3] >> (p & 7)) & 1
 
 
+# ---------------------------------------------------------------------- the two sides
+
+cdef ZeekEp EP1_NONE  # side 1 until zeek_ep1_own: as zeek_init leaves a side; never written
+memset(&EP1_NONE, 0, sizeof(ZeekEp))
+EP1_NONE.last_reassem = 1
+EP1_NONE.trim_seq = 1
+
+
+cdef inline ZeekEp* _ep(const ZeekConn* z, int side) noexcept nogil:
+    return <ZeekEp*>&z.ep0 if side == 0 else z.ep1
+
+
+cdef bint _ep1_own(ZeekConn* z) noexcept nogil:
+    """Give side 1 its own ZeekEp (a copy of EP1_NONE) if it has none. False: out of memory."""
+    cdef ZeekEp* e
+    if z.ep1 != &EP1_NONE and z.ep1 != NULL:
+        return True
+    e = <ZeekEp*>malloc(sizeof(ZeekEp))
+    if e == NULL:
+        return False
+    e[0] = EP1_NONE
+    z.ep1 = e
+    return True
+
+
 # ---------------------------------------------------------------------- sequence space
 
 cdef inline int32_t _sdelta(uint32_t a, uint32_t b) noexcept nogil:
@@ -123,7 +148,7 @@ cdef inline bint _clean(const ZeekEp* e) noexcept nogil:
 # above last_reassem (data() and ack() below keep these).
 
 cdef void _absorb(ZeekConn* z, int side) noexcept nogil:
-    cdef ZeekEp* e = &z.ep[side]
+    cdef ZeekEp* e = _ep(z, side)
     cdef ZeekBlock* b = z.blocks + side * ZEEK_MAX_BLOCKS
     cdef int n = z.nblocks[side], i = 0, j
     while i < n and b[i].lo <= e.last_reassem:
@@ -174,7 +199,7 @@ cdef void _insert_block(ZeekConn* z, int side, int64_t lo, int64_t hi) noexcept 
 
 
 cdef void _data(ZeekConn* z, int side, int64_t lo, int64_t hi, int64_t acked) noexcept nogil:
-    cdef ZeekEp* e = &z.ep[side]
+    cdef ZeekEp* e = _ep(z, side)
     if lo < acked:
         if hi <= acked:
             return
@@ -190,7 +215,7 @@ cdef void _data(ZeekConn* z, int side, int64_t lo, int64_t hi, int64_t acked) no
 
 cdef int64_t _reasm_ack(ZeekConn* z, int side, int64_t up_to) noexcept nogil:
     """Trim to `up_to`; the gaps skipped on the way."""
-    cdef ZeekEp* e = &z.ep[side]
+    cdef ZeekEp* e = _ep(z, side)
     cdef ZeekBlock* b = z.blocks + side * ZEEK_MAX_BLOCKS
     cdef int n = z.nblocks[side], i = 0, j
     cdef int64_t gaps = 0
@@ -319,11 +344,14 @@ cdef void _update_history(ZeekConn* z, const Seg* s, ZeekEp* e, bint is_orig, bi
 cdef void zeek_init(ZeekConn* z, uint8_t options) noexcept nogil:
     memset(z, 0, sizeof(ZeekConn))
     z.options = options
-    z.ep[0].last_reassem = z.ep[1].last_reassem = 1
-    z.ep[0].trim_seq = z.ep[1].trim_seq = 1
+    z.ep0 = EP1_NONE  # (the same start as side 1's)
+    z.ep1 = &EP1_NONE
 
 
 cdef void zeek_free(ZeekConn* z) noexcept nogil:
+    if z.ep1 != &EP1_NONE:
+        free(z.ep1)
+    z.ep1 = &EP1_NONE
     free(z.blocks)
     z.blocks = NULL
     z.nblocks[0] = z.nblocks[1] = 0
@@ -376,7 +404,7 @@ cdef void _connection_closed(ZeekConn* z, ZeekEp* e, ZeekEp* peer) noexcept nogi
 
 
 cdef void _ack_received(ZeekConn* z, int side, bint ep_is_orig, int64_t up_to) noexcept nogil:
-    cdef ZeekEp* e = &z.ep[side]
+    cdef ZeekEp* e = _ep(z, side)
     cdef int64_t gaps
     if e.bits & ZE_FIN_SEEN and up_to >= e.fin_seq:
         up_to = e.fin_seq - 1
@@ -385,7 +413,7 @@ cdef void _ack_received(ZeekConn* z, int side, bint ep_is_orig, int64_t up_to) n
     if up_to <= 2 and z.flags & ZC_PARTIAL and up_to > e.last_reassem:
         return  # the faked-up ISN of a partial connection: not a real gap
     gaps = _reasm_ack(z, side, up_to)
-    if gaps and _clean(e) and _clean(&z.ep[1 - side]):
+    if gaps and _clean(e) and _clean(_ep(z, 1 - side)):
         while gaps > 0:
             _scaled(z, e, ep_is_orig, SC_G)
             gaps -= 1
@@ -393,8 +421,8 @@ cdef void _ack_received(ZeekConn* z, int side, bint ep_is_orig, int64_t up_to) n
 
 cdef bint _state_machine(ZeekConn* z, const Seg* s, int side, bint is_orig, bint syn, bint fin,
                          bint rst, bint ack) noexcept nogil:
-    cdef ZeekEp* e = &z.ep[side]
-    cdef ZeekEp* peer = &z.ep[1 - side]
+    cdef ZeekEp* e = _ep(z, side)
+    cdef ZeekEp* peer = _ep(z, 1 - side)
     cdef bint do_close = False
     cdef uint8_t state = e.state
     if state == ZS_INACTIVE:
@@ -411,7 +439,7 @@ cdef bint _state_machine(ZeekConn* z, const Seg* s, int side, bint is_orig, bint
                     _add_raw(z, b'^')
                     z.flags &= ~ZC_PARTIAL
                     _set_state(peer, ZS_ESTABLISHED)
-                    z.ep[z.orig].bits |= ZE_FIRST_SEEN
+                    _ep(z, z.orig).bits |= ZE_FIRST_SEEN
                 if peer.state == ZS_SYN_SENT:
                     _set_state(peer, ZS_ESTABLISHED)
                 _set_state(e, ZS_ESTABLISHED)
@@ -422,12 +450,12 @@ cdef bint _state_machine(ZeekConn* z, const Seg* s, int side, bint is_orig, bint
             _set_state(e, ZS_RESET)
             do_close = True
         if e.state == ZS_INACTIVE:
-            if not is_orig and s.payload_len == 0 and z.ep[z.orig].state == ZS_SYN_SENT:
+            if not is_orig and s.payload_len == 0 and _ep(z, z.orig).state == ZS_SYN_SENT:
                 pass  # "eccentric TCP": an ACK of the SYN before the SYN-ACK
             elif ack and peer.state == ZS_ESTABLISHED:
                 _set_state(e, ZS_ESTABLISHED)  # the SYN was missed
                 z.flags &= ~ZC_PARTIAL
-                z.ep[z.orig if is_orig else 1 - z.orig].bits |= ZE_FIRST_SEEN
+                _ep(z, z.orig if is_orig else 1 - z.orig).bits |= ZE_FIRST_SEEN
             else:
                 _set_state(e, ZS_PARTIAL)
     elif state == ZS_SYN_SENT or state == ZS_SYN_ACK_SENT:
@@ -458,8 +486,8 @@ cdef bint _state_machine(ZeekConn* z, const Seg* s, int side, bint is_orig, bint
 
 cdef void _process(ZeekConn* z, const Seg* s, bint is_orig, int side) noexcept nogil:
     # `is_orig` stays the value at entry even if the state machine flips
-    cdef ZeekEp* e = &z.ep[side]
-    cdef ZeekEp* peer = &z.ep[1 - side]
+    cdef ZeekEp* e = _ep(z, side)
+    cdef ZeekEp* peer = _ep(z, 1 - side)
     cdef bint syn = s.flags & F_SYN != 0, fin = s.flags & F_FIN != 0
     cdef bint rst = s.flags & F_RST != 0, ack = s.flags & F_ACK != 0
     cdef uint32_t plen = s.payload_len
@@ -501,7 +529,7 @@ cdef void _process(ZeekConn* z, const Seg* s, bint is_orig, int side) noexcept n
     if s.window == 0 and not rst and peer.state != ZS_CLOSED and e.state != ZS_RESET:
         _scaled(z, e, is_orig, SC_W)
 
-    if not (z.ep[0].bits & z.ep[1].bits & ZE_DID_CLOSE):
+    if not (_ep(z, 0).bits & _ep(z, 1).bits & ZE_DID_CLOSE):
         z.last_time = s.ts
 
     if fin:
@@ -578,9 +606,15 @@ cdef void _observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noex
     else:
         return  # not this connection's packet
     is_orig = side == z.orig
+    # side 1 is written by any segment but a bare SYN from side 0 as the originator (the
+    # state machine, the acks and the checksum count below touch only side 0 then)
+    if not (side == 0 and is_orig and s.flags & (F_SYN | F_ACK | F_FIN | F_RST) == F_SYN) \
+            and not _ep1_own(z):
+        z.flags |= ZC_NOMEM  # (the segment is dropped from Zeek's view)
+        return
 
     if s.checksum == CSUM_BAD and not (z.options & ZEEK_IGNORE_CHECKSUMS):
-        _scaled(z, &z.ep[side], is_orig, SC_C)
+        _scaled(z, _ep(z, side), is_orig, SC_C)
         return
 
     if (z.hist_len == 1 and z.hist.chars[0] == b'H'
@@ -590,19 +624,19 @@ cdef void _observe(ZeekConn* z, const Seg* s, const Addr* a, const Addr* b) noex
         z.hist.chars[0] = b'^'
         z.hist.chars[1] = b'h'
         z.hist_len = 2
-        if z.ep[1 - z.orig].state == ZS_SYN_ACK_SENT:
-            _set_state(&z.ep[1 - z.orig], ZS_ESTABLISHED)
+        if _ep(z, 1 - z.orig).state == ZS_SYN_ACK_SENT:
+            _set_state(_ep(z, 1 - z.orig), ZS_ESTABLISHED)
         is_orig = side == z.orig
     _process(z, s, is_orig, side)
 
 
 cdef bint zeek_closed_for_reuse(const ZeekConn* z) noexcept nogil:
-    return (z.ep[0].bits | z.ep[1].bits) & ZE_DID_CLOSE != 0
+    return (_ep(z, 0).bits | _ep(z, 1).bits) & ZE_DID_CLOSE != 0
 
 
 cdef bint _removed_by(const ZeekConn* z, double t) noexcept nogil:
-    cdef const ZeekEp* o = &z.ep[z.orig]
-    cdef const ZeekEp* r = &z.ep[1 - z.orig]
+    cdef const ZeekEp* o = _ep(z, z.orig)
+    cdef const ZeekEp* r = _ep(z, 1 - z.orig)
     cdef bint o_closed = o.bits & ZE_DID_CLOSE != 0, r_closed = r.bits & ZE_DID_CLOSE != 0
     cdef bint closing, empty
     cdef double quiet, start, k, tick
@@ -636,8 +670,8 @@ cdef bint _removed_by(const ZeekConn* z, double t) noexcept nogil:
 
 
 cdef bint zeek_starts_new(const ZeekConn* z, const Seg* s, double last_ts) noexcept nogil:
-    cdef const ZeekEp* conn_orig = &z.ep[z.orig]
-    cdef const ZeekEp* r = &z.ep[1 - z.orig]
+    cdef const ZeekEp* conn_orig = _ep(z, z.orig)
+    cdef const ZeekEp* r = _ep(z, 1 - z.orig)
     if not (z.flags & ZC_STARTED) or s.icmp_kind != ICMP_NONE:
         return False
     if s.ts - last_ts > INACTIVITY_TIMEOUT + EPS:
@@ -679,8 +713,8 @@ cdef bint _rstos0_history(const ZeekConn* z) noexcept nogil:
 
 
 cdef object zeek_conn_state(const ZeekConn* z):
-    cdef const ZeekEp* o = &z.ep[z.orig]
-    cdef const ZeekEp* r = &z.ep[1 - z.orig]
+    cdef const ZeekEp* o = _ep(z, z.orig)
+    cdef const ZeekEp* r = _ep(z, 1 - z.orig)
     if r.state == ZS_RESET:
         if o.state == ZS_SYN_SENT or o.state == ZS_SYN_ACK_SENT or (
                 o.state == ZS_RESET and not ((o.bits | r.bits) & ZE_SENT_PAYLOAD)):
@@ -710,6 +744,16 @@ cdef object zeek_history(const ZeekConn* z):
 def zeek_struct_size():
     """sizeof(ZeekConn): the bytes each open connection holds inline."""
     return sizeof(ZeekConn)
+
+
+def shared_side1_intact():
+    """Is EP1_NONE (side 1 of every connection it has not written) still as zeek_init leaves a
+    side (tests)?"""
+    cdef ZeekEp fresh
+    memset(&fresh, 0, sizeof(ZeekEp))
+    fresh.last_reassem = 1
+    fresh.trim_seq = 1
+    return memcmp(&fresh, &EP1_NONE, sizeof(ZeekEp)) == 0
 
 
 cdef class ZeekProbe:
@@ -772,7 +816,7 @@ cdef class ZeekProbe:
                  (ZK_FIN, "FIN"), (ZK_RST, "RST"))
         eps = []
         for side in (z.orig, 1 - z.orig):
-            e = &z.ep[side]
+            e = _ep(z, side)
             eps.append({
                 "state": names[e.state], "prev_state": names[e.prev_state],
                 "start": e.start if e.bits & ZE_HAS_START else None, "last": e.last,
