@@ -58,7 +58,8 @@ QUICK_SIZES = {"short": ("short", 100_000), "teardowns": ("teardowns", 100_000),
 TARGETS = """targets (the speed issue): short mix >= 1.5M packets/s end to end, >= 10x tshark,
   >= 4x tcptrace, >= 10x NFStream; 1M teardowns >= 3M packets/s; startup (10 packets) <= 0.15 s;
   peak RSS <= 200 MB on both 1M captures and <= 1.2x that at 10M; 10M time <= 10.5x the 1M
-  time; SYN flood of 1M distinct 4-tuples <= 500 MB and <= 5 s"""
+  time; SYN flood of 1M distinct 4-tuples <= 500 MB and <= 5 s with no eviction, at most 300
+  bytes per open connection"""
 
 
 def warm(path: Path) -> None:
@@ -235,18 +236,21 @@ def mem_available_mb() -> float:
 
 PEAK_CODE = """import sys
 from analyzer.pipeline import iter_records
+from analyzer.timeouts import Timeouts
 reports = []
-for _ in iter_records([sys.argv[1]], reports):
+for _ in iter_records([sys.argv[1]], reports, Timeouts(max_active=int(sys.argv[2]))):
     pass
 print(max(r.peak_connections for r in reports))
 """
+# The flood is read with no eviction, as the issue measures it: every tuple may stay open.
+FLOOD_MAX_OPEN = 3_000_000
 
 
-def peak_open(path: Path) -> int | None:
-    """The most connections rstscope's tracker held open at once on ``path`` (the CLI does not
-    print it: the same pipeline in a child process, not timed)."""
+def peak_open(path: Path, max_open: int) -> int | None:
+    """The most connections rstscope's tracker held open at once on ``path`` with ``--max-open
+    max_open`` (the CLI does not print it: the same pipeline in a child process, not timed)."""
     try:
-        run = subprocess.run([sys.executable, "-c", PEAK_CODE, str(path)],
+        run = subprocess.run([sys.executable, "-c", PEAK_CODE, str(path), str(max_open)],
                              capture_output=True, text=True, cwd=ROOT, timeout=3600)
         return int(run.stdout.split()[-1]) if run.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
@@ -264,8 +268,10 @@ class Bench:
         self.packets: dict[str, int] = {}
         self.skipped: set[str] = set()
 
-    def commands(self, path: str, with_peers: bool) -> dict[str, list[str] | None]:
-        cmds: dict[str, list[str] | None] = {t: [*a, path] for t, a in self.rs_tools.items()}
+    def commands(self, path: str, with_peers: bool, extra: tuple[str, ...] = ()
+                 ) -> dict[str, list[str] | None]:
+        cmds: dict[str, list[str] | None] = {t: [*a, *extra, path]
+                                             for t, a in self.rs_tools.items()}
         if with_peers:
             cmds.update(peers.commands(path, self.nfstream_py))
         return cmds
@@ -287,10 +293,10 @@ class Bench:
         return r
 
     def round(self, files: list[tuple[str, Path]], rnd: int, with_peers: bool,
-              big_from: dict[str, str] | None = None) -> None:
+              big_from: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
         for name, path in files:
             warm(path)
-            cmds = self.commands(str(path), with_peers)
+            cmds = self.commands(str(path), with_peers, extra)
             order = list(cmds)
             order = order[rnd % len(order):] + order[:rnd % len(order)]  # alternate the order
             for tool in order:
@@ -354,7 +360,7 @@ class Bench:
         return lines
 
     def verdicts(self, tool: str, names: dict[str, str | None], flood_tuples: int | None,
-                 startup: float | None) -> list[str]:
+                 startup: float | None, per_conn: float | None = None) -> list[str]:
         """The issue's targets for one rstscope command; ``names``: role -> capture name."""
         out = [f"{tool}:"]
         short, small, big, flood = (names.get(k) for k in ("short", "teardowns",
@@ -399,6 +405,8 @@ class Bench:
               bool(fl) and fl["rss_mb"] <= 500, f"{fl['rss_mb']:.0f} MB" if fl else "")
         check(f"SYN flood ({flood}) <= 5 s", fl and fl["wall"], bool(fl) and fl["wall"] <= 5,
               f"{fl['wall']:.2f} s" if fl else "")
+        check(f"bytes per open connection <= 300 ({flood}, no eviction)", per_conn,
+              per_conn is not None and per_conn <= 300, f"{per_conn:,.0f}" if per_conn else "")
         out.extend(f"  failed run: {f}" for f in fails)
         return out
 
@@ -466,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                         big_from={names["teardowns-big"]: names["teardowns"]})
     for r in range(a.flood_rounds):
         print(f"round {r + 1}/{a.flood_rounds} ({names['flood']}, rstscope only)", flush=True)
-        bench.round([(names["flood"], paths["flood"])], r, with_peers=False)
+        bench.round([(names["flood"], paths["flood"])], r, with_peers=False,
+                    extra=("--max-open", str(FLOOD_MAX_OPEN)))
 
     # startup: the median wall time of a few runs on a capture of ~10 packets, commands alternating
     print(f"startup: {STARTUP_RUNS} runs on {names['tiny']} "
@@ -481,11 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     # bytes per open connection: the flood's peak RSS over that of the tiny capture read the same
     # way, per connection open at the peak. The peak is the observer's (the same whatever the
     # command), counted once.
-    from analyzer.timeouts import Timeouts
-
-    max_active = Timeouts().max_active
     flooded = [t for t in rs_tools if t != "rstscope-j2" and bench.stats(names["flood"], t)]
-    peak = peak_open(paths["flood"]) if flooded else None
+    peak = peak_open(paths["flood"], FLOOD_MAX_OPEN) if flooded else None
     per_conn: dict[str, tuple[float, float, float]] = {}
     for tool in flooded if peak else ():
         baseline = bench.stats(names["tiny"], tool)
@@ -505,17 +511,17 @@ def main(argv: list[str] | None = None) -> int:
               " connections open at the peak)")
     if not per_conn:
         print("bytes per open connection: n/a (no successful flood run or peak count)")
-    print(f"note: rstscope has no flag or variable for the tracker's max_active ({max_active:,} "
-          "open connections): the flood is measured with it, so past it the least recently "
-          "active connections are finished early (evicted)" +
-          (f"; peak here {peak:,}" if peak else ""))
+    print(f"note: the flood is read with --max-open {FLOOD_MAX_OPEN:,} (no eviction)" +
+          (f"; {peak:,} connections open at the peak" if peak else ""))
     print("\n" + TARGETS)
     if a.quick:
         print("(--quick: the captures are a tenth of the targets' sizes or less; the verdicts "
               "below only show the bench works)")
     for tool in rs_tools:
         if tool != "rstscope-j2":
-            print("\n".join(bench.verdicts(tool, names, flood_tuples, startup.get(tool))))
+            per = per_conn.get(tool)
+            print("\n".join(bench.verdicts(tool, names, flood_tuples, startup.get(tool),
+                                            per[0] if per else None)))
     if a.json:
         a.json.write_text(json.dumps({f"{n}/{t}": rs for (n, t), rs in bench.runs.items()},
                                      indent=1))
