@@ -25,7 +25,8 @@ def everything(runner: Runner, n: int, json: bool):
             if json:
                 out.extend(runner.json(i, reports))
             else:
-                out.extend(json_line(rec) for rec, _ in runner.records(i, reports))
+                for batch in runner.batches(i, reports):
+                    out.extend(json_line(rec) for rec in batch.records(range(len(batch))))
         except UnreadableCapture as exc:
             errors.append(str(exc))
     view = [(r.path, r.stats, [str(p) for p in r.problems], r.notes, r.peak_connections)

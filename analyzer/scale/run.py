@@ -2,15 +2,14 @@
 (``--dask``); the same output, in the same order, whichever.
 
 The unit of work is a whole capture (a file, or a rotated set): a worker reads it with the
-native core exactly as this process would (``analyze_unit``: ``pipeline.iter_connections``, or
-``sets.set_connections``) and sends back its records and its report; the client hands them on
+native core exactly as this process would (``analyze_unit``: the core's columns batches or
+JSON Lines, from one file or a rotated set) and sends back its output and its report; the client hands them on
 in input order, so records, statistics, messages and exit status are those of one process.
 Splitting one file across processes (shares, chunks) is gone: on the native core one process
 reads a file faster than splitting it costs (README, "--jobs N and --dask ADDRESS").
 
-``Runner.records(unit, reports)`` yields (record, None) pairs as ``pipeline.iter_records`` does
-(the connection objects stay with the workers); ``Runner.json`` yields JSON Lines as
-``pipeline.iter_json`` does. Workers pickle their result themselves (``gc_off``). Standard input
+``Runner.batches(unit, reports)`` yields columns batches as ``pipeline.iter_batches`` does;
+``Runner.json`` yields JSON Lines as ``pipeline.iter_json`` does. Workers pickle their result themselves (``gc_off``). Standard input
 is read in this process.
 """
 
@@ -30,12 +29,10 @@ from analyzer.errors import CaptureError, UsageError
 from analyzer.pipeline import (
     FileReport,
     iter_batches,
-    iter_connections,
     iter_json,
-    make_record,
 )
 from analyzer.scale.inputs import Unit
-from analyzer.scale.sets import set_batches, set_connections, set_json
+from analyzer.scale.sets import set_batches, set_json
 from analyzer.timeouts import Timeouts
 
 CONNECT_SECONDS = 10  # how long to wait for a Dask scheduler to answer
@@ -80,8 +77,9 @@ class Columns:
 
 def unit_batches(unit: Unit, report: FileReport, opts: Options, want: Columns,
                  paths: list[str] | None = None, progress=None) -> Iterator:
-    """The unit's columns batches (and JSON Lines, as ``want`` says), read in this process
-    (``paths``: as ``unit_pairs``)."""
+    """The unit's columns batches (and JSON Lines, as ``want`` says), read in this process;
+    ``paths``: the files to open instead of ``unit.paths`` (absolute, on a worker), which stay
+    the names shown."""
     paths = paths or unit.paths
     kw = dict(check_ip_checksums=opts.check_ip_checksums, zeek_options=opts.zeek_options,
               case_ids=want.case_ids, ports=want.ports, json=want.json)
@@ -90,20 +88,6 @@ def unit_batches(unit: Unit, report: FileReport, opts: Options, want: Columns,
     else:
         yield from iter_batches(paths[0], report, opts.timeouts, progress=progress,
                                 name=None if paths == unit.paths else unit.name, **kw)
-
-
-def unit_pairs(unit: Unit, report: FileReport, opts: Options, paths: list[str] | None = None,
-               progress=None) -> Iterator:
-    """(connection, verdict) pairs of a unit, read in this process; ``paths``: the files to
-    open instead of ``unit.paths`` (absolute, on a worker), which stay the names shown."""
-    paths = paths or unit.paths
-    if len(paths) == 1:
-        return iter_connections(paths[0], report, opts.timeouts,
-                                check_ip_checksums=opts.check_ip_checksums,
-                                zeek_options=opts.zeek_options, progress=progress)
-    return set_connections(paths, unit.paths, report, opts.timeouts,
-                           check_ip_checksums=opts.check_ip_checksums,
-                           zeek_options=opts.zeek_options)
 
 
 def unit_json(unit: Unit, report: FileReport, opts: Options, want: Json,
@@ -124,18 +108,14 @@ def unit_json(unit: Unit, report: FileReport, opts: Options, want: Json,
                              name=None if paths == unit.paths else unit.name)
 
 
-def analyze_unit(unit: Unit, paths: list[str], opts: Options, want: Json | None = None
-                 ) -> bytes:
+def analyze_unit(unit: Unit, paths: list[str], opts: Options, want: Json | Columns) -> bytes:
     """A worker's task: the whole unit, read from ``paths`` (absolute on a cluster, so that a
     worker elsewhere finds the files on shared storage); its pickled ``Result``."""
     report = FileReport(unit.name)
     out: list = []
     error = None
     try:
-        if want is None:
-            for conn, verdict in unit_pairs(unit, report, opts, paths):
-                out.append(make_record(conn, verdict, unit.name))
-        elif isinstance(want, Columns):
+        if isinstance(want, Columns):
             out.extend(unit_batches(unit, report, opts, want, paths))
         else:
             out.extend(unit_json(unit, report, opts, want, paths))
@@ -217,11 +197,13 @@ class Workers:
 
 class Runner:
     """Reads units in input order; with workers, keeps them busy ahead of the one handed on.
-    ``want``: None to hand on records (``records``), or ``Json`` for JSON Lines (``json``)."""
+    ``want``: ``Columns`` to hand on columns batches (``batches``, the default), or ``Json``
+    for JSON Lines (``json``)."""
 
     def __init__(self, units: list[Unit], opts: Options, workers: Workers | None = None,
-                 say=None, progress=None, want: Json | None = None):
-        self.units, self.opts, self.pool_of, self.want = units, opts, workers, want
+                 say=None, progress=None, want: Json | Columns | None = None):
+        self.units, self.opts, self.pool_of = units, opts, workers
+        self.want = want if want is not None else Columns()
         self.progress = progress  # path -> callable(byte offset) or None (this process only)
         self.say = say or (lambda line: print(f"rstscope: {line}", file=sys.stderr))
         self.fallbacks = 0
@@ -266,21 +248,6 @@ class Runner:
     def _bar(self, unit: Unit):
         return self.progress(unit.paths[0]) if self.progress and not unit.rotated else None
 
-    def records(self, index: int, reports: list[FileReport]) -> Iterator[tuple[dict, None]]:
-        """Records of unit ``index`` (units must be read in order); its FileReport is appended
-        to ``reports``. Raises UnreadableCapture when nothing of it can be read."""
-        unit, res = self._start(index, reports)
-        if res is not None:
-            for rec in res.records:
-                yield rec, None
-            if res.error is not None:
-                raise res.error
-            return
-        report = FileReport(unit.name)
-        reports.append(report)
-        for conn, verdict in unit_pairs(unit, report, self.opts, progress=self._bar(unit)):
-            yield make_record(conn, verdict, unit.name), None
-
     def json(self, index: int, reports: list[FileReport]) -> Iterator[bytes]:
         """The same as JSON Lines (UTF-8, a batch at a time), with ``want``'s filters."""
         unit, res = self._start(index, reports)
@@ -292,7 +259,7 @@ class Runner:
             return
         report = FileReport(unit.name)
         reports.append(report)
-        yield from unit_json(unit, report, self.opts, self.want or Json(),
+        yield from unit_json(unit, report, self.opts, self.want,
                              progress=self._bar(unit))
 
     def batches(self, index: int, reports: list[FileReport]) -> Iterator:
@@ -306,7 +273,7 @@ class Runner:
             return
         report = FileReport(unit.name)
         reports.append(report)
-        yield from unit_batches(unit, report, self.opts, self.want or Columns(),
+        yield from unit_batches(unit, report, self.opts, self.want,
                                 progress=self._bar(unit))
 
     def close(self) -> None:
